@@ -1,0 +1,56 @@
+//! Who owns a socket. A transition may fire in softirq, where the running task
+//! is whoever the CPU interrupted, so ownership is only taken in process context:
+//! `connect` (CLOSE -> SYN_SENT), `listen` (CLOSE -> LISTEN) and `accept` (fexit).
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use tracer_common::{Task, tcp_state};
+
+use crate::maps::{LISTENERS, OWNERS};
+
+#[inline(always)]
+pub fn current_task() -> Task {
+    Task {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    }
+}
+
+/// The owner of `sock` as of this transition, remembering it when it is first known.
+#[inline(always)]
+pub fn resolve(sock: u64, old: u8, new: u8, sport: u16, current: &Task) -> Task {
+    if let Some(t) = OWNERS.get_ptr(sock) {
+        // SAFETY: a map value pointer the verifier checked for null.
+        return unsafe { *t };
+    }
+    let owner = if old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN) {
+        *current
+    } else if let Some(t) = LISTENERS.get_ptr(sport) {
+        // SAFETY: as above.
+        unsafe { *t }
+    } else {
+        return Task::default();
+    };
+    let _ = OWNERS.insert(sock, owner, 0);
+    if new == tcp_state::LISTEN {
+        let _ = LISTENERS.insert(sport, owner, 0);
+    }
+    owner
+}
+
+/// Forget a socket that reached CLOSE: its address will be reused.
+#[inline(always)]
+pub fn forget(sock: u64, old: u8, sport: u16, owner: &Task) {
+    let _ = OWNERS.remove(sock);
+    if old == tcp_state::LISTEN
+        && let Some(t) = LISTENERS.get_ptr(sport)
+        // SAFETY: as above.
+        && unsafe { (*t).pid } == owner.pid
+    {
+        let _ = LISTENERS.remove(sport);
+    }
+}
+
+/// The accepting process owns the socket `accept` returns, whatever ran its handshake.
+#[inline(always)]
+pub fn claim(sock: u64) {
+    let _ = OWNERS.insert(sock, current_task(), 0);
+}

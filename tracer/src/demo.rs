@@ -1,0 +1,171 @@
+//! `tracer demo`: the newcomer's first look. The tracer traces its own
+//! loopback exchanges, one after another, and prints what the kernel reported.
+use std::{
+    io::{self, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    app::{self, Session},
+    cli::OutputArgs,
+    loader::Settings,
+    preflight,
+};
+
+const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: demo\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+const CLOSING_REQUEST: &[u8] = b"GET /bye HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n";
+const CLOSING_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye";
+
+pub async fn run(args: OutputArgs) -> Result<()> {
+    preflight::check_all()?;
+    let port = free_port()?;
+    let refused_port = free_port()?;
+    let settings = Settings {
+        ports: vec![port, refused_port],
+        ..app::settings(&args)
+    };
+    let mut session = Session::start(&settings, &args, app::stdout())?;
+    let out = session.output();
+    out.note(&format!(
+        "tracer demo: the kernel's view of three TCP connections on 127.0.0.1:{port}, one line per state change of a socket."
+    ))?;
+    out.note("Client and server each own a socket, so both sides of every connection appear; demo-client and demo-server are this process's threads.")?;
+    out.header()?;
+
+    let listener = step(&mut session, "the server starts listening", move || {
+        on_thread("demo-server", move || {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        })
+    })
+    .await?;
+    let addr = listener.local_addr()?;
+    let l = listener.try_clone()?;
+    step(
+        &mut session,
+        "1. request and response, then the client closes first",
+        move || exchange(&l, addr, client_closes_first, server_answers_then_waits),
+    )
+    .await?;
+    let l = listener.try_clone()?;
+    step(
+        &mut session,
+        "2. \"Connection: close\": the server closes first",
+        move || exchange(&l, addr, client_reads_to_end, server_answers_and_closes),
+    )
+    .await?;
+    let refused = SocketAddr::from((Ipv4Addr::LOCALHOST, refused_port));
+    step(
+        &mut session,
+        &format!("3. nothing listens on port {refused_port}: the connection is refused"),
+        move || {
+            on_thread("demo-client", move || match TcpStream::connect(refused) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+                Err(e) => Err(e),
+                Ok(_) => Err(io::Error::other(format!("{refused} unexpectedly accepted"))),
+            })
+        },
+    )
+    .await?;
+    step(&mut session, "the server stops listening", move || {
+        on_thread("demo-server", move || {
+            drop(listener);
+            Ok(())
+        })
+    })
+    .await?;
+    session.finish()?;
+    Ok(())
+}
+
+/// Print a heading, run one blocking step, then print every event it caused.
+async fn step<T: Send + 'static>(
+    session: &mut Session<impl Write>,
+    heading: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    session.output().note("")?;
+    session.output().note(heading)?;
+    let value = tokio::task::spawn_blocking(f)
+        .await?
+        .with_context(|| format!("demo step \"{heading}\" failed"))?;
+    // Transitions fire inside the syscalls the step made (loopback runs the peer's
+    // softirq work on the same CPU), so they are all in the ring buffer now; one
+    // tick more covers a transition that a timer fired.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    session.drain()?;
+    Ok(value)
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> Result<u16> {
+    let l =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Runs `f` on a thread named `name`: the kernel reports a thread's name as its comm.
+fn on_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)?
+        .join()
+        .map_err(|_| io::Error::other(format!("{name} panicked")))?
+}
+
+fn exchange(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    client: fn(SocketAddr) -> io::Result<()>,
+    server: fn(TcpStream) -> io::Result<()>,
+) -> io::Result<()> {
+    let listener = listener.try_clone()?;
+    let server = thread::Builder::new()
+        .name("demo-server".into())
+        .spawn(move || server(listener.accept()?.0))?;
+    let client_result = on_thread("demo-client", move || client(addr));
+    let server_result = server
+        .join()
+        .map_err(|_| io::Error::other("demo-server panicked"))?;
+    client_result.and(server_result)
+}
+
+fn client_closes_first(addr: SocketAddr) -> io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(REQUEST)?;
+    let mut response = [0u8; RESPONSE.len()];
+    s.read_exact(&mut response)?;
+    drop(s);
+    Ok(())
+}
+
+fn server_answers_then_waits(mut s: TcpStream) -> io::Result<()> {
+    let mut request = [0u8; REQUEST.len()];
+    s.read_exact(&mut request)?;
+    s.write_all(RESPONSE)?;
+    // Read until the client's FIN, then close our side.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    Ok(())
+}
+
+fn client_reads_to_end(addr: SocketAddr) -> io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(CLOSING_REQUEST)?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)?;
+    Ok(())
+}
+
+fn server_answers_and_closes(mut s: TcpStream) -> io::Result<()> {
+    let mut request = [0u8; CLOSING_REQUEST.len()];
+    s.read_exact(&mut request)?;
+    s.write_all(CLOSING_RESPONSE)
+}

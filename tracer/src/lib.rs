@@ -1,0 +1,17 @@
+//! tracer: the life of every TCP connection, traced from inside the kernel.
+//!
+//! A pipeline of stages, one module each: `loader` (load and attach the kernel
+//! programs), `reader` (drain the ring buffer), `decode` (bytes to events),
+//! `output` (text or JSON). `app` wires them together; `demo` is the built-in tour.
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod demo;
+pub mod event;
+pub mod loader;
+pub mod output;
+pub mod preflight;
+pub mod procfs;
+pub mod reader;
+pub mod state;

@@ -1,0 +1,57 @@
+//! Building the kernel object and the userspace binary.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Result;
+
+use crate::{setup, status};
+
+/// Where `tracer/build.rs` expects the kernel object.
+pub const EBPF_TARGET_DIR: &str = "target/ebpf";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn ebpf() -> Result<()> {
+    setup::ensure_ebpf_toolchain()?;
+    let root = workspace_root();
+    status(
+        Command::new("rustup")
+            .current_dir(root.join("tracer-ebpf"))
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "build",
+                "--locked",
+                "-Z",
+                "build-std=core",
+            ])
+            .args([
+                "--target",
+                "bpfel-unknown-none",
+                "--release",
+                "--target-dir",
+            ])
+            .arg(root.join(EBPF_TARGET_DIR)),
+    )
+}
+
+pub fn all() -> Result<()> {
+    ebpf()?;
+    status(
+        Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--release", "--locked", "-p", "tracer"]),
+    )
+}

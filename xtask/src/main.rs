@@ -1,0 +1,113 @@
+//! `cargo xtask`: build the kernel programs and the tracer, run it, test it.
+mod build;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF object (installs what the nightly build lacks).
+    BuildEbpf,
+    /// Build the eBPF object and the release tracer binary.
+    Build,
+    /// Build, then run the tracer (as root, through sudo when needed) with ARGS.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run lint checks and the whole test suite (as root).
+    Test {
+        /// Extra arguments passed to `cargo test` after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::BuildEbpf => build::ebpf(),
+        Task::Build => build::all(),
+        Task::Run { args } => {
+            build::all()?;
+            let bin = build::workspace_root().join("target/release/tracer");
+            status(as_root(bin.as_os_str()).args(&args))
+        }
+        Task::Test { args } => {
+            build::all()?;
+            test(&args)
+        }
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let root = build::workspace_root();
+    let cargo = || {
+        let mut c = Command::new(env!("CARGO"));
+        c.current_dir(&root);
+        c
+    };
+    status(cargo().args(["fmt", "--all", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The end-to-end tests load BPF programs: they run as root, one at a time,
+    // because each tracer they start sees every socket on the host.
+    let mut test = as_root(std::ffi::OsStr::new(env!("CARGO")));
+    test.current_dir(&root)
+        .args(["test", "--release", "--workspace", "--"])
+        .args(args);
+    if !args.iter().any(|a| a.starts_with("--test-threads")) {
+        test.arg("--test-threads=1");
+    }
+    status(&mut test)
+}
+
+/// `cmd`, through `sudo -E` unless we are root already.
+fn as_root(program: &std::ffi::OsStr) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(program);
+        c
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}

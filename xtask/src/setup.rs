@@ -1,0 +1,107 @@
+//! What the eBPF build needs and a fresh machine lacks, installed on first use.
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::status;
+
+pub const BPF_LINKER_VERSION: &str = "0.10.0";
+/// bpf-linker 0.10.0's lockfile pins llvm-sys 221, i.e. LLVM 22; `--locked` keeps it so.
+pub const BPF_LINKER_LLVM_MAJOR: u32 = 22;
+
+pub fn ensure_ebpf_toolchain() -> Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    check_llvm_match()
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    println!(
+        "xtask: installing rust-src for nightly (rustup component add rust-src --toolchain nightly)"
+    );
+    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker_version() -> Option<String> {
+    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if bpf_linker_version().is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    println!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION} (cargo install bpf-linker --version {BPF_LINKER_VERSION} --locked)"
+    );
+    status(Command::new(env!("CARGO")).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+    ]))
+}
+
+/// bpf-linker loads nightly's own libLLVM through llvm-sys; a different major
+/// version cannot read the bitcode nightly emits and fails with an obscure error.
+fn check_llvm_match() -> Result<()> {
+    let rustc =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--version", "--verbose"]))?;
+    let nightly = llvm_major(&rustc, "LLVM version:")
+        .context("cannot read nightly's LLVM version from `rustc +nightly -vV`")?;
+    if nightly != BPF_LINKER_LLVM_MAJOR {
+        bail!(
+            "nightly rustc uses LLVM {nightly} but bpf-linker {BPF_LINKER_VERSION} is built for LLVM \
+             {BPF_LINKER_LLVM_MAJOR}: install a nightly with LLVM {BPF_LINKER_LLVM_MAJOR} \
+             (`rustup run nightly rustc -vV` shows its LLVM)"
+        );
+    }
+    Ok(())
+}
+
+/// The major version after `marker` in `text`, e.g. "LLVM version: 22.1.4" -> 22.
+pub fn llvm_major(text: &str, marker: &str) -> Option<u32> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let digits: String = rest
+        .trim_start_matches([' ', ':'])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llvm_major;
+
+    #[test]
+    fn reads_llvm_major_from_rustc_and_linker() {
+        assert_eq!(
+            llvm_major("release: 1.97.0\nLLVM version: 22.1.4\n", "LLVM version:"),
+            Some(22)
+        );
+        assert_eq!(llvm_major("LLVM version: 21\n", "LLVM version:"), Some(21));
+        assert_eq!(llvm_major("release: 1.97.0\n", "LLVM version:"), None);
+    }
+}
