@@ -43,11 +43,34 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         ..settings(&args.output)
     };
     let mut session = Session::start(&settings, &args.output, stdout())?;
+    eprintln!(
+        "tracer: tracing TCP connections{}; Ctrl-C to stop",
+        describe(&args)
+    );
     session.output.header()?;
     session.output.flush()?;
     session.run_until(shutdown_signal()).await?;
     session.finish()?;
     Ok(())
+}
+
+/// What is traced, for the status line: " on ports 80, 443 of pid 7".
+fn describe(args: &TraceArgs) -> String {
+    let list = |v: &[String]| v.join(", ");
+    let mut s = String::new();
+    if !args.port.is_empty() {
+        s += &format!(
+            " on ports {}",
+            list(&args.port.iter().map(u16::to_string).collect::<Vec<_>>())
+        );
+    }
+    if !args.pid.is_empty() {
+        s += &format!(
+            " of pids {}",
+            list(&args.pid.iter().map(u32::to_string).collect::<Vec<_>>())
+        );
+    }
+    s
 }
 
 /// Kernel settings common to every mode.

@@ -126,7 +126,7 @@ fn check_layout(format: &str) -> Result<(), PreflightError> {
 }
 
 /// The offset of `name` in a tracefs format file, from a line such as
-/// `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+/// `field:__u16 sport; offset:24; size:2; signed:0;`.
 fn field_offset(format: &str, name: &str) -> Option<usize> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?.split(';').next()?;

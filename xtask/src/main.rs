@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             build::all()?;
+            setup::ensure_test_tools()?;
             test(&args)
         }
     }

@@ -1,0 +1,326 @@
+//! Harness for the end-to-end tests: the real `tracer` binary, real sockets,
+//! network namespaces that are removed even when a test fails.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+/// A running tracer; killed on drop if the test did not stop it.
+pub struct Tracer {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Tracer {
+    /// Starts `tracer --json ARGS` and waits until its programs are attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(TRACER)
+            .arg("--json")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).expect("read tracer's stderr");
+        if !first.contains("tracing TCP connections") {
+            let _ = child.kill();
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+            panic!("tracer did not start: {first}{rest}");
+        }
+        thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let sink = lines.clone();
+        let reader = thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Tracer {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, wait for a clean exit, and every JSON record it printed.
+    pub fn stop(mut self) -> Vec<Value> {
+        // Events are drained on a 20 ms tick: let the last ones arrive first.
+        thread::sleep(Duration::from_millis(100));
+        signal(self.child.id(), libc::SIGINT);
+        let status = self.child.wait().expect("wait for tracer");
+        assert!(status.success(), "tracer exited with {status}");
+        self.reader.take().unwrap().join().unwrap();
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn kill(mut self) {
+        signal(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child we own.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Records of one `type`.
+pub fn of_type<'a>(records: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == ty).collect()
+}
+
+/// The summary record, which must be the last line.
+pub fn summary(records: &[Value]) -> &Value {
+    let last = records.last().expect("no output");
+    assert_eq!(last["type"], "summary", "last record is not the summary");
+    last
+}
+
+/// `OLD->NEW` of each transition in the life of the socket whose local and
+/// remote ports are `lport` and `rport`. A socket is reported before it has a
+/// port (CLOSE -> SYN_SENT) and its address is reused after CLOSE, so its life
+/// is the run of records with its `sock` that ends at its CLOSE.
+pub fn transitions(records: &[Value], lport: u16, rport: u16) -> Vec<String> {
+    let states = of_type(records, "state");
+    let Some(hit) = states
+        .iter()
+        .position(|r| r["lport"] == lport && r["rport"] == rport)
+    else {
+        return Vec::new();
+    };
+    let sock = &states[hit]["sock"];
+    let mine: Vec<&&Value> = states.iter().filter(|r| &r["sock"] == sock).collect();
+    let at = mine
+        .iter()
+        .position(|r| std::ptr::eq(**r, states[hit]))
+        .unwrap();
+    let start = mine[..at]
+        .iter()
+        .rposition(|r| r["new"] == "CLOSE")
+        .map_or(0, |i| i + 1);
+    let end = mine[at..]
+        .iter()
+        .position(|r| r["new"] == "CLOSE")
+        .map_or(mine.len(), |i| at + i + 1);
+    mine[start..end]
+        .iter()
+        .map(|r| {
+            format!(
+                "{}->{}",
+                r["old"].as_str().unwrap(),
+                r["new"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Runs `f` on a thread named `name` (the kernel's comm for it) and waits.
+pub fn on_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// A server that answers one request per connection and then closes, or
+/// waits for the client to close first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Closer {
+    Client,
+    Server,
+}
+
+pub const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+pub const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// One exchange: connect from a thread named `e2e-client`, request, response,
+/// close in the given order. Returns the client's local address.
+pub fn exchange(listener: &TcpListener, to: SocketAddr, closer: Closer) -> SocketAddr {
+    let l = listener.try_clone().unwrap();
+    let server = thread::Builder::new()
+        .name("e2e-server".into())
+        .spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = vec![0u8; REQUEST.len()];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(RESPONSE).unwrap();
+            if closer == Closer::Client {
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).unwrap();
+            }
+        })
+        .unwrap();
+    let local = on_thread("e2e-client", move || {
+        let mut s = TcpStream::connect(to).unwrap();
+        let local = s.local_addr().unwrap();
+        s.write_all(REQUEST).unwrap();
+        let mut resp = vec![0u8; RESPONSE.len()];
+        s.read_exact(&mut resp).unwrap();
+        if closer == Closer::Server {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+        }
+        local
+    });
+    server.join().unwrap();
+    local
+}
+
+/// A listener created on a thread named `e2e-server`, in `netns` if given.
+pub fn listen(addr: SocketAddr, netns: Option<&NetNs>) -> TcpListener {
+    let ns = netns.map(|n| n.name.clone());
+    on_thread("e2e-server", move || {
+        if let Some(ns) = ns {
+            enter_netns(&ns);
+        }
+        TcpListener::bind(addr).unwrap()
+    })
+}
+
+/// A port that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A network namespace joined to the host by a veth pair:
+/// host side 10.199.N.1 / fd00:199:N::1, namespace side .2 / ::2.
+/// Dropping it deletes the namespace, and with it the veth pair.
+pub struct NetNs {
+    pub name: String,
+    pub host_v4: String,
+    pub ns_v4: String,
+    pub host_v6: String,
+    pub ns_v6: String,
+}
+
+static NEXT_NS: AtomicU32 = AtomicU32::new(1);
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("run ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+impl NetNs {
+    // Addresses are added with `nodad`, so they are usable at once.
+    pub fn new() -> NetNs {
+        let n = NEXT_NS.fetch_add(1, Ordering::Relaxed) + std::process::id() % 200;
+        let name = format!("tracer-e2e-{}-{n}", std::process::id());
+        let (host, peer) = (format!("trh{n}"), format!("trp{n}"));
+        let _ = Command::new("ip")
+            .args(["link", "del", &host])
+            .stderr(Stdio::null())
+            .status();
+        let ns = NetNs {
+            name: name.clone(),
+            host_v4: format!("10.199.{n}.1"),
+            ns_v4: format!("10.199.{n}.2"),
+            host_v6: format!("fd00:199:{n}::1"),
+            ns_v6: format!("fd00:199:{n}::2"),
+        };
+        ip(&["netns", "add", &name]);
+        // From here on, Drop removes the namespace even if a step below fails.
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &peer, "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{}/24", ns.host_v4), "dev", &host]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", ns.host_v6),
+            "dev",
+            &host,
+            "nodad",
+        ]);
+        ip(&["link", "set", &host, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/24", ns.ns_v4), "dev", &peer]);
+        inside(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", ns.ns_v6),
+            "dev",
+            &peer,
+            "nodad",
+        ]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Moves the calling thread into network namespace `name`.
+pub fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid namespace fd; setns affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// Names of BPF programs loaded right now, by the kernel's own account.
+pub fn loaded_programs() -> String {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool prog show failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// This test process's comm for a thread name (the kernel keeps 15 bytes).
+pub fn comm(name: &str) -> &str {
+    &name[..name.len().min(15)]
+}
