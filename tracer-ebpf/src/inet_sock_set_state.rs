@@ -1,7 +1,9 @@
 //! Tracepoint `sock:inet_sock_set_state`: every TCP state change, filtered by
 //! port and owner in the kernel, one `StateEvent` each on the ring buffer.
+use aya_ebpf::{
+    EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
+};
 use aya_log_ebpf::debug;
-use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     AF_INET, EventHeader, IPPROTO_TCP, StateEvent, kind, set_state_format as f, tcp_state,
 };
@@ -63,7 +65,10 @@ fn on_transition(ctx: &TracePointContext) {
     }
     let Some(mut entry) = maps::EVENTS.reserve::<StateEvent>(0) else {
         maps::count_drop();
-        debug!(ctx, "ring buffer full: transition {} -> {} of port {} dropped", old, new, sport);
+        debug!(
+            ctx,
+            "ring buffer full: transition {} -> {} of port {} dropped", old, new, sport
+        );
         return;
     };
     let family: u16 = field(ctx, f::FAMILY);
@@ -73,7 +78,11 @@ fn on_transition(ctx: &TracePointContext) {
         (v6(ctx, f::SADDR_V6), v6(ctx, f::DADDR_V6))
     };
     entry.write(StateEvent {
-        header: EventHeader { kind: kind::STATE, _pad: 0, ts_ns: unsafe { bpf_ktime_get_ns() } },
+        header: EventHeader {
+            kind: kind::STATE,
+            _pad: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
         sock,
         saddr,
         daddr,

@@ -66,6 +66,12 @@ fn test(args: &[String]) -> Result<()> {
     };
     status(cargo().args(["fmt", "--all", "--check"]))?;
     status(cargo().args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "tracer-ebpf/Cargo.toml",
+    ]))?;
+    status(cargo().args([
         "clippy",
         "--all-targets",
         "--release",

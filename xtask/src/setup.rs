@@ -91,6 +91,42 @@ pub fn llvm_major(text: &str, marker: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Programs the end-to-end tests drive, and the Debian package of each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("curl", "curl"),
+    ("ip", "iproute2"),
+    ("setpriv", "util-linux"),
+];
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Installs the test tools a fresh machine lacks, with apt.
+pub fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "xtask: installing what the tests need (apt-get install {})",
+        missing.join(" ")
+    );
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq"])
+            .args(&missing),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::llvm_major;
@@ -104,30 +140,4 @@ mod tests {
         assert_eq!(llvm_major("LLVM version: 21\n", "LLVM version:"), Some(21));
         assert_eq!(llvm_major("release: 1.97.0\n", "LLVM version:"), None);
     }
-}
-
-/// Programs the end-to-end tests drive, and the Debian package of each.
-const TEST_TOOLS: &[(&str, &str)] =
-    &[("bpftool", "bpftool"), ("curl", "curl"), ("ip", "iproute2"), ("setpriv", "util-linux")];
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-/// Installs the test tools a fresh machine lacks, with apt.
-pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> =
-        TEST_TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    println!("xtask: installing what the tests need (apt-get install {})", missing.join(" "));
-    status(Command::new("apt-get").args(["update", "-qq"]))?;
-    status(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq"])
-            .args(&missing),
-    )
 }
