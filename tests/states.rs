@@ -44,14 +44,8 @@ fn scenario(server_ip: IpAddr, netns: Option<&NetNs>) {
     drop(listener);
     let records = tracer.stop();
 
-    assert_eq!(
-        transitions(&records, first.port(), port),
-        CLIENT_CLOSES_FIRST_CLIENT
-    );
-    assert_eq!(
-        transitions(&records, port, first.port()),
-        CLIENT_CLOSES_FIRST_SERVER
-    );
+    assert_eq!(transitions(&records, first.port(), port), CLIENT_CLOSES_FIRST_CLIENT);
+    assert_eq!(transitions(&records, port, first.port()), CLIENT_CLOSES_FIRST_SERVER);
     assert_eq!(
         transitions(&records, second.port(), port),
         [
@@ -75,28 +69,15 @@ fn scenario(server_ip: IpAddr, netns: Option<&NetNs>) {
     let refused: Vec<_> = of_type(&records, "state")
         .into_iter()
         .filter(|r| r["rport"] == refused_port)
-        .map(|r| {
-            format!(
-                "{}->{}",
-                r["old"].as_str().unwrap(),
-                r["new"].as_str().unwrap()
-            )
-        })
+        .map(|r| format!("{}->{}", r["old"].as_str().unwrap(), r["new"].as_str().unwrap()))
         .collect();
     assert_eq!(refused, ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]);
-    assert_eq!(
-        transitions(&records, port, 0),
-        ["CLOSE->LISTEN", "LISTEN->CLOSE"]
-    );
+    assert_eq!(transitions(&records, port, 0), ["CLOSE->LISTEN", "LISTEN->CLOSE"]);
 
     let family = if server_ip.is_ipv4() { "ipv4" } else { "ipv6" };
     for r in of_type(&records, "state") {
         assert_eq!(r["family"], family);
-        assert_eq!(
-            r["pid"],
-            std::process::id(),
-            "every socket here is this test's: {r}"
-        );
+        assert_eq!(r["pid"], std::process::id(), "every socket here is this test's: {r}");
         if r["lport"] == first.port() || r["lport"] == second.port() {
             assert_eq!(r["comm"], "e2e-client", "{r}");
             assert_eq!(r["laddr"], first.ip().to_string());
@@ -147,10 +128,7 @@ fn port_filter_excludes_other_ports() {
     let states = of_type(&records, "state");
     assert_eq!(states.len(), 12, "listener 2 + two sockets x 5");
     for r in states {
-        assert!(
-            r["lport"] == traced || r["rport"] == traced,
-            "untraced port in {r}"
-        );
+        assert!(r["lport"] == traced || r["rport"] == traced, "untraced port in {r}");
     }
 }
 
@@ -176,8 +154,7 @@ fn pid_filter_keeps_only_that_process_sockets() {
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf).unwrap();
         // curl closes first once it has the whole (empty) response.
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).unwrap();
     });
@@ -194,10 +171,7 @@ fn pid_filter_keeps_only_that_process_sockets() {
         assert_eq!(r["rport"], port, "only curl's own socket: {r}");
     }
     let lport = states[1]["lport"].as_u64().unwrap() as u16;
-    assert_eq!(
-        transitions(&records, lport, port),
-        CLIENT_CLOSES_FIRST_CLIENT
-    );
+    assert_eq!(transitions(&records, lport, port), CLIENT_CLOSES_FIRST_CLIENT);
     assert_eq!(states.len(), CLIENT_CLOSES_FIRST_CLIENT.len());
 }
 
@@ -244,10 +218,7 @@ fn nothing_stays_attached_after_sigint_or_sigkill() {
         // The kernel releases programs once the last fd and link are gone.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while loaded_programs().contains("inet_sock_set_s") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "program still loaded after {how}"
-            );
+            assert!(std::time::Instant::now() < deadline, "program still loaded after {how}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -269,10 +240,7 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
-        assert!(
-            !err.contains("panicked") && !err.contains("backtrace"),
-            "{err}"
-        );
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
     }
 }
 

@@ -115,18 +115,12 @@ pub fn summary(records: &[Value]) -> &Value {
 /// is the run of records with its `sock` that ends at its CLOSE.
 pub fn transitions(records: &[Value], lport: u16, rport: u16) -> Vec<String> {
     let states = of_type(records, "state");
-    let Some(hit) = states
-        .iter()
-        .position(|r| r["lport"] == lport && r["rport"] == rport)
-    else {
+    let Some(hit) = states.iter().position(|r| r["lport"] == lport && r["rport"] == rport) else {
         return Vec::new();
     };
     let sock = &states[hit]["sock"];
     let mine: Vec<&&Value> = states.iter().filter(|r| &r["sock"] == sock).collect();
-    let at = mine
-        .iter()
-        .position(|r| std::ptr::eq(**r, states[hit]))
-        .unwrap();
+    let at = mine.iter().position(|r| std::ptr::eq(**r, states[hit])).unwrap();
     let start = mine[..at]
         .iter()
         .rposition(|r| r["new"] == "CLOSE")
@@ -137,13 +131,7 @@ pub fn transitions(records: &[Value], lport: u16, rport: u16) -> Vec<String> {
         .map_or(mine.len(), |i| at + i + 1);
     mine[start..end]
         .iter()
-        .map(|r| {
-            format!(
-                "{}->{}",
-                r["old"].as_str().unwrap(),
-                r["new"].as_str().unwrap()
-            )
-        })
+        .map(|r| format!("{}->{}", r["old"].as_str().unwrap(), r["new"].as_str().unwrap()))
         .collect()
 }
 
@@ -214,11 +202,7 @@ pub fn listen(addr: SocketAddr, netns: Option<&NetNs>) -> TcpListener {
 
 /// A port that nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A network namespace joined to the host by a veth pair:
@@ -278,15 +262,7 @@ impl NetNs {
             ip(&all);
         };
         inside(&["addr", "add", &format!("{}/24", ns.ns_v4), "dev", &peer]);
-        inside(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", ns.ns_v6),
-            "dev",
-            &peer,
-            "nodad",
-        ]);
+        inside(&["-6", "addr", "add", &format!("{}/64", ns.ns_v6), "dev", &peer, "nodad"]);
         inside(&["link", "set", &peer, "up"]);
         inside(&["link", "set", "lo", "up"]);
         ns
@@ -295,9 +271,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

@@ -6,6 +6,12 @@
 /// Which event follows the header in a ring-buffer record.
 pub mod kind {
     pub const STATE: u32 = 1;
+    /// A segment that matters on its own (SYN, FIN, RST, late, or full mode).
+    pub const SEGMENT: u32 = 2;
+    /// A segment with the head of its payload.
+    pub const PAYLOAD: u32 = 3;
+    /// A transition to CLOSE, with the flow's counters as of that moment.
+    pub const CLOSE: u32 = 4;
 }
 
 /// Every ring-buffer record starts with this, so one buffer carries several kinds.
@@ -50,6 +56,182 @@ pub struct StateEvent {
     pub current: Task,
 }
 
+/// A TCP flow, direction-neutral: endpoint 0 is the lesser of the two
+/// (address words, then port), so both directions and both local sockets of a
+/// loopback connection find the same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub addr: [[u8; 16]; 2],
+    pub port: [u16; 2],
+    pub family: u16,
+    pub _pad: u16,
+}
+
+impl FlowKey {
+    /// The key of the flow between (`a`, `a_port`) and (`b`, `b_port`), and the
+    /// index of endpoint `a` in it (0 or 1).
+    #[inline(always)]
+    pub fn new(family: u16, a: [u8; 16], a_port: u16, b: [u8; 16], b_port: u16) -> (Self, usize) {
+        let a_first = endpoint_le(&a, a_port, &b, b_port);
+        let (addr, port) = if a_first {
+            ([a, b], [a_port, b_port])
+        } else {
+            ([b, a], [b_port, a_port])
+        };
+        (
+            Self {
+                addr,
+                port,
+                family,
+                _pad: 0,
+            },
+            if a_first { 0 } else { 1 },
+        )
+    }
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+#[inline(always)]
+fn endpoint_le(a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
+    let (a0, a1) = words(a);
+    let (b0, b1) = words(b);
+    if a0 != b0 {
+        return a0 < b0;
+    }
+    if a1 != b1 {
+        return a1 < b1;
+    }
+    a_port <= b_port
+}
+
+impl FlowKey {
+    /// The key of a socket's flow from the addresses a tracepoint reports. A
+    /// dual-stack socket reports IPv4 peers as v4-mapped IPv6 addresses while
+    /// its packets are IPv4, so such addresses are keyed as IPv4. Returns the
+    /// index of the socket's own (local) endpoint.
+    #[inline(always)]
+    pub fn of_socket(family: u16, laddr: [u8; 16], lport: u16, raddr: [u8; 16], rport: u16) -> (Self, usize) {
+        if family == AF_INET6 && v4_mapped(&laddr) && v4_mapped(&raddr) {
+            return Self::new(AF_INET, unmap(&laddr), lport, unmap(&raddr), rport);
+        }
+        Self::new(family, laddr, lport, raddr, rport)
+    }
+}
+
+#[inline(always)]
+fn v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10] == [0u8; 10] && a[10] == 0xff && a[11] == 0xff
+}
+
+#[inline(always)]
+fn unmap(a: &[u8; 16]) -> [u8; 16] {
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&a[12..]);
+    v4
+}
+
+/// TCP flags in header bit order: index `i` counts segments with bit `1 << i`.
+pub const FLAG_NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// One direction of a flow (from endpoint `i` to the other), counted in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flags: [u32; 8],
+    pub retransmits: u32,
+    /// Sequence number of this direction's SYN (valid when `has_isn` is 1).
+    pub isn: u32,
+    pub has_isn: u32,
+    /// Nonzero while the next payload head of this direction should be shipped.
+    pub capture: u32,
+}
+
+/// A flow's record in the kernel's flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub dir: [DirCounters; 2],
+    /// `flow_mark` bits, set by the state program (64-bit: BPF's atomic OR
+    /// needs it without cpu v3).
+    pub marks: u64,
+}
+
+/// Bits of `FlowStats::marks`.
+pub mod flow_mark {
+    /// A traced socket owns one end: ship this flow's segments.
+    pub const TRACED: u64 = 1;
+    /// A socket of this flow closed: ship every later segment (they are not in its counters).
+    pub const CLOSED: u64 = 2;
+    /// A socket outside the pid/comm filters owns one end.
+    pub const IGNORED: u64 = 4;
+}
+
+/// Where the classifier saw a segment.
+pub mod hook {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
+}
+
+/// One TCP segment seen by the classifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentEvent {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    pub seq: u32,
+    pub ack: u32,
+    pub ifindex: u32,
+    /// TCP payload length.
+    pub len: u32,
+    pub win: u16,
+    pub flags: u8,
+    pub hook: u8,
+    /// The sender: endpoint index in `key`.
+    pub from: u8,
+    pub _pad: [u8; 1],
+    /// Payload bytes that follow (PAYLOAD events only).
+    pub captured: u16,
+}
+
+pub const MAX_CAPTURE: usize = 512;
+
+/// A segment and the head of its payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadEvent {
+    pub segment: SegmentEvent,
+    pub data: [u8; MAX_CAPTURE],
+}
+
+/// A socket's transition to CLOSE and its flow's counters at that moment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseEvent {
+    pub state: StateEvent,
+    pub stats: FlowStats,
+    /// 1 when the flow had a record (its counters are meaningful).
+    pub has_stats: u32,
+    pub _pad: u32,
+}
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -73,6 +255,31 @@ pub mod tcp_state {
 pub mod filter {
     pub const PORTS: u32 = 1;
     pub const PIDS: u32 = 2;
+    pub const COMMS: u32 = 4;
+    pub const LOCAL_PORTS: u32 = 8;
+    pub const REMOTE_PORTS: u32 = 16;
+    pub const IPV4_ONLY: u32 = 32;
+    pub const IPV6_ONLY: u32 = 64;
+    /// Ship every segment of traced flows (`--events`, `--diagram`).
+    pub const ALL_SEGMENTS: u32 = 128;
+}
+
+/// Bits of a `PORTS` map value: how a port is traced.
+pub mod port_role {
+    pub const EITHER: u8 = 1;
+    pub const LOCAL: u8 = 2;
+    pub const REMOTE: u8 = 4;
+}
+
+/// Offsets of `tcp:tcp_retransmit_skb`'s fields.
+pub mod retransmit_format {
+    pub const SPORT: usize = 28;
+    pub const DPORT: usize = 30;
+    pub const FAMILY: usize = 32;
+    pub const SADDR: usize = 34;
+    pub const DADDR: usize = 38;
+    pub const SADDR_V6: usize = 42;
+    pub const DADDR_V6: usize = 58;
 }
 
 /// Offsets of `sock:inet_sock_set_state`'s fields, as its tracefs `format`
@@ -99,4 +306,44 @@ mod pod {
     unsafe impl aya::Pod for super::Task {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::StateEvent {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::SegmentEvent {}
+    unsafe impl aya::Pod for super::PayloadEvent {}
+    unsafe impl aya::Pod for super::CloseEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<StateEvent>(), 104);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<DirCounters>(), 64);
+        assert_eq!(size_of::<FlowStats>(), 136);
+        assert_eq!(size_of::<SegmentEvent>(), 80);
+        assert_eq!(size_of::<CloseEvent>(), 248);
+    }
+
+    #[test]
+    fn both_directions_share_one_key() {
+        let a = [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (k1, i1) = FlowKey::new(AF_INET, a, 8080, a, 40000);
+        let (k2, i2) = FlowKey::new(AF_INET, a, 40000, a, 8080);
+        assert_eq!(k1, k2);
+        assert_eq!((i1, i2), (0, 1));
+        assert_eq!(k1.port, [8080, 40000]);
+    }
+
+    #[test]
+    fn v4_mapped_sockets_key_like_their_ipv4_packets() {
+        let mut mapped = [0u8; 16];
+        mapped[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        let v4 = [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (k, local) = FlowKey::of_socket(AF_INET6, mapped, 8080, mapped, 40000);
+        assert_eq!((k, local), FlowKey::new(AF_INET, v4, 8080, v4, 40000));
+        assert_eq!(k.family, AF_INET);
+    }
 }

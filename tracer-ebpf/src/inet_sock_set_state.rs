@@ -1,14 +1,14 @@
-//! Tracepoint `sock:inet_sock_set_state`: every TCP state change, filtered by
-//! port and owner in the kernel, one `StateEvent` each on the ring buffer.
-use aya_ebpf::{
-    EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
-};
+//! Tracepoint `sock:inet_sock_set_state`: every TCP state change, filtered in
+//! the kernel, one event each on the ring buffer; a transition to CLOSE
+//! carries the flow's counters, so userspace needs no map read per connection.
+use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, EventHeader, IPPROTO_TCP, StateEvent, kind, set_state_format as f, tcp_state,
+    AF_INET, CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, flow_mark, kind,
+    set_state_format as f, tcp_state,
 };
 
-use crate::{maps, owner};
+use crate::{flow, maps, owner};
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -49,7 +49,8 @@ fn on_transition(ctx: &TracePointContext) {
     }
     let sport: u16 = field(ctx, f::SPORT);
     let dport: u16 = field(ctx, f::DPORT);
-    if !maps::port_traced(sport, dport) {
+    let family: u16 = field(ctx, f::FAMILY);
+    if !maps::ports_traced(sport, dport) || !maps::family_traced(family) {
         return;
     }
     let sock: u64 = field(ctx, f::SKADDR);
@@ -60,24 +61,32 @@ fn on_transition(ctx: &TracePointContext) {
     if new == tcp_state::CLOSE {
         owner::forget(sock, old, sport, &owner);
     }
-    if !maps::pid_traced(owner.pid) {
-        return;
-    }
-    let Some(mut entry) = maps::EVENTS.reserve::<StateEvent>(0) else {
-        maps::count_drop();
-        debug!(
-            ctx,
-            "ring buffer full: transition {} -> {} of port {} dropped", old, new, sport
-        );
-        return;
-    };
-    let family: u16 = field(ctx, f::FAMILY);
     let (saddr, daddr) = if family == AF_INET {
         (v4(ctx, f::SADDR), v4(ctx, f::DADDR))
     } else {
         (v6(ctx, f::SADDR_V6), v6(ctx, f::DADDR_V6))
     };
-    entry.write(StateEvent {
+    let traced = maps::owner_traced(&owner);
+    // Until connect() binds it, an active socket has no local port: no flow yet.
+    let stats = if sport != 0 && dport != 0 {
+        let (key, _) = FlowKey::of_socket(family, saddr, sport, daddr, dport);
+        flow::FLOWS.get_ptr_mut(&key)
+    } else {
+        None
+    };
+    if let Some(s) = stats {
+        let mut mark = if traced { flow_mark::TRACED } else { flow_mark::IGNORED };
+        if traced && new == tcp_state::CLOSE {
+            mark |= flow_mark::CLOSED;
+        }
+        // SAFETY: map value pointer, checked for null.
+        flow::or64(unsafe { &raw mut (*s).marks }, mark);
+    }
+    if !traced {
+        return;
+    }
+    let event = StateEvent {
+        // SAFETY: no preconditions.
         header: EventHeader {
             kind: kind::STATE,
             _pad: 0,
@@ -93,6 +102,54 @@ fn on_transition(ctx: &TracePointContext) {
         newstate: new,
         owner,
         current,
-    });
+    };
+    let shipped = if new == tcp_state::CLOSE {
+        ship_close(&event, stats)
+    } else {
+        ship_state(&event)
+    };
+    if !shipped {
+        maps::count_drop();
+        debug!(
+            ctx,
+            "ring buffer full: transition {} -> {} of port {} dropped", old, new, sport
+        );
+    }
+}
+
+#[inline(always)]
+fn ship_state(event: &StateEvent) -> bool {
+    let Some(mut entry) = maps::EVENTS.reserve::<StateEvent>(0) else {
+        return false;
+    };
+    entry.write(*event);
     entry.submit(maps::submit_flags());
+    true
+}
+
+#[inline(always)]
+fn ship_close(event: &StateEvent, stats: Option<*mut FlowStats>) -> bool {
+    let Some(mut entry) = maps::EVENTS.reserve::<CloseEvent>(0) else {
+        return false;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: `p` is a reserved CloseEvent, written field by field to keep the
+    // 248-byte event off the 512-byte BPF stack; `s` is a checked map value.
+    unsafe {
+        (*p).state = *event;
+        (*p).state.header.kind = kind::CLOSE;
+        match stats {
+            Some(s) => {
+                core::ptr::copy_nonoverlapping(s, &raw mut (*p).stats, 1);
+                (*p).has_stats = 1;
+            }
+            None => {
+                (*p).stats = FlowStats::default();
+                (*p).has_stats = 0;
+            }
+        }
+        (*p)._pad = 0;
+    }
+    entry.submit(maps::submit_flags());
+    true
 }

@@ -1,10 +1,10 @@
 //! Maps shared by the programs, and the read-only settings userspace fills at load time.
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::Task;
+use tracer_common::{AF_INET, AF_INET6, COMM_LEN, MAX_CAPTURE, Task, filter, port_role};
 
 /// Every event of every kind; userspace sets the real size before load.
 #[map]
@@ -14,13 +14,17 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Traced ports (either end), when `filter::PORTS` is set.
+/// Traced ports -> `port_role` bits (either end, local, remote).
 #[map]
 pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Traced processes (tgid), when `filter::PIDS` is set.
 #[map]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Traced command names, when `filter::COMMS` is set.
+#[map]
+pub static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
 
 /// Socket address -> the process that owns it (connect, listen, accept).
 #[map]
@@ -31,7 +35,7 @@ pub static OWNERS: LruHashMap<u64, Task> = LruHashMap::with_max_entries(65536, 0
 #[map]
 pub static LISTENERS: LruHashMap<u16, Task> = LruHashMap::with_max_entries(4096, 0);
 
-/// Which filter maps apply (`tracer_common::filter` bits).
+/// Which filters apply (`tracer_common::filter` bits).
 #[unsafe(no_mangle)]
 static FILTERS: u32 = 0;
 
@@ -40,6 +44,10 @@ static FILTERS: u32 = 0;
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
+/// Payload bytes shipped with a segment whose head userspace wants (0: none).
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = 0;
+
 #[inline(always)]
 pub fn filters() -> u32 {
     // SAFETY: a global in .rodata; volatile so the compiler keeps the load that
@@ -47,12 +55,19 @@ pub fn filters() -> u32 {
     unsafe { core::ptr::read_volatile(&FILTERS) }
 }
 
+#[inline(always)]
+pub fn capture_bytes() -> usize {
+    // SAFETY: as in `filters`.
+    let n = unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) } as usize;
+    if n > MAX_CAPTURE { MAX_CAPTURE } else { n }
+}
+
 /// Flags for `submit`: wake the reader only when enough data waits.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
     // SAFETY: as in `filters`.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    if EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) >= threshold {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -67,14 +82,46 @@ pub fn count_drop() {
     }
 }
 
+const PORT_FILTERS: u32 = filter::PORTS | filter::LOCAL_PORTS | filter::REMOTE_PORTS;
+
 #[inline(always)]
-pub fn port_traced(sport: u16, dport: u16) -> bool {
-    filters() & tracer_common::filter::PORTS == 0
-        || PORTS.get_ptr(sport).is_some()
-        || PORTS.get_ptr(dport).is_some()
+fn port_bits(port: u16) -> u8 {
+    // SAFETY: a map value pointer the verifier checked for null.
+    PORTS.get_ptr(port).map_or(0, |v| unsafe { *v })
+}
+
+/// Whether a socket with these ports is traced: `--port` either end, `-L`
+/// local, `-D` remote, all that are given must hold.
+#[inline(always)]
+pub fn ports_traced(sport: u16, dport: u16) -> bool {
+    let f = filters();
+    if f & PORT_FILTERS == 0 {
+        return true;
+    }
+    let (s, d) = (port_bits(sport), port_bits(dport));
+    (f & filter::PORTS == 0 || (s | d) & port_role::EITHER != 0)
+        && (f & filter::LOCAL_PORTS == 0 || s & port_role::LOCAL != 0)
+        && (f & filter::REMOTE_PORTS == 0 || d & port_role::REMOTE != 0)
+}
+
+/// Whether the classifier counts a segment: either end on any traced port.
+/// Segments have no "local" side on loopback, where both ends are local.
+#[inline(always)]
+pub fn port_gate(sport: u16, dport: u16) -> bool {
+    filters() & PORT_FILTERS == 0 || (port_bits(sport) | port_bits(dport)) != 0
 }
 
 #[inline(always)]
-pub fn pid_traced(pid: u32) -> bool {
-    filters() & tracer_common::filter::PIDS == 0 || (pid != 0 && PIDS.get_ptr(pid).is_some())
+pub fn family_traced(family: u16) -> bool {
+    let f = filters();
+    (f & filter::IPV4_ONLY == 0 || family == AF_INET) && (f & filter::IPV6_ONLY == 0 || family == AF_INET6)
+}
+
+/// Whether the owner passes `--pid` and `--comm`; an unknown owner passes
+/// neither.
+#[inline(always)]
+pub fn owner_traced(owner: &Task) -> bool {
+    let f = filters();
+    (f & filter::PIDS == 0 || (owner.pid != 0 && PIDS.get_ptr(owner.pid).is_some()))
+        && (f & filter::COMMS == 0 || (owner.pid != 0 && COMMS.get_ptr(owner.comm).is_some()))
 }

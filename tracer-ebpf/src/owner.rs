@@ -21,15 +21,14 @@ pub fn resolve(sock: u64, old: u8, new: u8, sport: u16, current: &Task) -> Task 
         // SAFETY: a map value pointer the verifier checked for null.
         return unsafe { *t };
     }
-    let owner =
-        if old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN) {
-            *current
-        } else if let Some(t) = LISTENERS.get_ptr(sport) {
-            // SAFETY: as above.
-            unsafe { *t }
-        } else {
-            return Task::default();
-        };
+    let owner = if old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN) {
+        *current
+    } else if let Some(t) = LISTENERS.get_ptr(sport) {
+        // SAFETY: as above.
+        unsafe { *t }
+    } else {
+        return Task::default();
+    };
     let _ = OWNERS.insert(sock, owner, 0);
     if new == tcp_state::LISTEN {
         let _ = LISTENERS.insert(sport, owner, 0);

@@ -1,5 +1,7 @@
-//! A tracing session: load, drain, decode, print; stop on a signal or when told.
+//! A tracing session: load, drain, decode, correlate, print; stop on a signal
+//! or when told.
 use std::{
+    collections::HashMap,
     future::Future,
     io::{self, BufWriter, Stdout, Write},
 };
@@ -9,19 +11,53 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     cli::{OutputArgs, TraceArgs},
-    clock::WallClock,
+    clock::{WallClock, monotonic_ns},
+    connection::{Connection, Role},
+    correlate::{Correlator, Limits},
     decode::decode,
     event::Event,
+    iface::{self, Iface},
     loader::{self, Loaded, Programs, Settings},
-    output::{Format, Output, Summary},
+    output::{Format, Layout, Output, Summary},
     preflight, procfs,
     reader::Reader,
 };
+
+/// What a session prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Show {
+    /// Every state change and shipped segment, live.
+    pub events: bool,
+    /// A ladder diagram per closed connection, for these roles.
+    pub diagrams: Option<DiagramFor>,
+    /// A line or record per closed connection.
+    pub connections: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagramFor {
+    Every,
+    /// Only the client side: one diagram per connection, as in the demo.
+    Clients,
+}
+
+impl Show {
+    pub fn from_args(args: &OutputArgs) -> Self {
+        Self {
+            events: args.events,
+            diagrams: args.diagram.then_some(DiagramFor::Every),
+            connections: true,
+        }
+    }
+}
 
 pub struct Session<W: Write> {
     programs: Programs,
     reader: Reader,
     output: Output<W>,
+    correlator: Correlator,
+    finished: Vec<Connection>,
+    show: Show,
     summary: Summary,
 }
 
@@ -29,24 +65,31 @@ pub fn stdout() -> BufWriter<Stdout> {
     BufWriter::with_capacity(64 * 1024, io::stdout())
 }
 
-/// `tracer [--port ..] [--pid ..]`: trace until Ctrl-C or SIGTERM.
+/// A closed socket waits this long for segments handled after its close.
+const GRACE_NS: u64 = 60_000_000;
+
+/// `tracer [filters]`: trace until Ctrl-C or SIGTERM.
 pub async fn trace(args: TraceArgs) -> Result<()> {
     for &pid in &args.pid {
         if !procfs::pid_exists(pid) {
             bail!("no process with pid {pid}");
         }
     }
+    let ifaces = interfaces(&args.iface)?;
     preflight::check_all()?;
     let settings = Settings {
         ports: args.port.clone(),
+        local_ports: args.local_port.clone(),
+        remote_ports: args.remote_port.clone(),
         pids: args.pid.clone(),
-        ..settings(&args.output)
+        comms: args.comm.clone(),
+        ipv4_only: args.ipv4,
+        ipv6_only: args.ipv6,
+        ..settings(&args.output, ifaces)
     };
-    let mut session = Session::start(&settings, &args.output, stdout())?;
-    eprintln!(
-        "tracer: tracing TCP connections{}; Ctrl-C to stop",
-        describe(&args)
-    );
+    let show = Show::from_args(&args.output);
+    let mut session = Session::start(&settings, &args.output, show, stdout())?;
+    eprintln!("tracer: tracing TCP connections{}; Ctrl-C to stop", describe(&args));
     session.output.header()?;
     session.output.flush()?;
     session.run_until(shutdown_signal()).await?;
@@ -54,31 +97,44 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     Ok(())
 }
 
-/// What is traced, for the status line: " on ports 80, 443 of pid 7".
+/// `--iface` names, or every interface that is up.
+pub fn interfaces(names: &[String]) -> Result<Vec<Iface>> {
+    if names.is_empty() {
+        return Ok(iface::all_up());
+    }
+    names.iter().map(|n| iface::by_name(n).map_err(Into::into)).collect()
+}
+
+/// What is traced, for the status line: " on ports 80, 443 of pids 7".
 fn describe(args: &TraceArgs) -> String {
-    let list = |v: &[String]| v.join(", ");
-    let mut s = String::new();
-    if !args.port.is_empty() {
-        s += &format!(
-            " on ports {}",
-            list(&args.port.iter().map(u16::to_string).collect::<Vec<_>>())
-        );
-    }
-    if !args.pid.is_empty() {
-        s += &format!(
-            " of pids {}",
-            list(&args.pid.iter().map(u32::to_string).collect::<Vec<_>>())
-        );
-    }
-    s
+    let list = |label: &str, v: Vec<String>| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" {label} {}", v.join(", "))
+        }
+    };
+    let nums = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>();
+    [
+        list("on ports", nums(&args.port)),
+        list("on local ports", nums(&args.local_port)),
+        list("on remote ports", nums(&args.remote_port)),
+        list("of pids", args.pid.iter().map(u32::to_string).collect()),
+        list("of commands", args.comm.clone()),
+    ]
+    .concat()
 }
 
 /// Kernel settings common to every mode.
-pub fn settings(output: &OutputArgs) -> Settings {
+pub fn settings(output: &OutputArgs, ifaces: Vec<Iface>) -> Settings {
     Settings {
         ring_bytes: output.ring_bytes,
         verbose: output.verbose,
+        all_segments: output.events || output.diagram,
+        capture_bytes: output.capture_bytes,
+        max_flows: output.max_flows,
         listeners: procfs::listeners(),
+        ifaces,
         ..Settings::default()
     }
 }
@@ -99,7 +155,7 @@ async fn shutdown_signal() {
 }
 
 impl<W: Write> Session<W> {
-    pub fn start(settings: &Settings, args: &OutputArgs, out: W) -> Result<Self> {
+    pub fn start(settings: &Settings, args: &OutputArgs, show: Show, out: W) -> Result<Self> {
         let Loaded {
             programs,
             logger,
@@ -108,17 +164,42 @@ impl<W: Write> Session<W> {
         if let Some(logger) = logger {
             forward_kernel_logs(logger);
         }
-        let format = if args.json {
-            Format::Json
-        } else {
-            Format::Text
+        let format = if args.json { Format::Json } else { Format::Text };
+        let layout = Layout {
+            wide: args.wide,
+            time: args.time,
+        };
+        let mut output = Output::new(format, layout, WallClock::sample(), out);
+        output.set_ifnames(
+            settings
+                .ifaces
+                .iter()
+                .map(|i| (i.index, i.name.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+        let limits = Limits {
+            max_sockets: args.max_sockets as usize,
+            segments_per_flow: if show.diagrams.is_some() { 4096 } else { 64 },
+            grace_ns: GRACE_NS,
+            keep_segments: show.diagrams.is_some(),
         };
         Ok(Self {
             reader: Reader::new(events).context("cannot watch the ring buffer")?,
             programs,
-            output: Output::new(format, WallClock::sample(), out),
+            output,
+            correlator: Correlator::new(limits),
+            finished: Vec::new(),
+            show,
             summary: Summary::default(),
         })
+    }
+
+    /// Drain, wait out the grace period of sockets that just closed, drain
+    /// again: everything the last step caused is printed.
+    pub async fn settle(&mut self) -> Result<()> {
+        self.drain()?;
+        tokio::time::sleep(std::time::Duration::from_nanos(GRACE_NS) + crate::reader::TICK).await;
+        self.drain()
     }
 
     pub fn output(&mut self) -> &mut Output<W> {
@@ -137,22 +218,28 @@ impl<W: Write> Session<W> {
         self.drain()
     }
 
-    /// Print every event waiting in the ring buffer.
+    /// Handle every event waiting in the ring buffer, and print what finished.
     pub fn drain(&mut self) -> Result<()> {
         let Self {
             reader,
             output,
             summary,
+            correlator,
+            finished,
+            show,
             ..
         } = self;
+        let now = monotonic_ns();
         let mut result = Ok(());
         reader.drain(|record| {
             summary.events += 1;
+            summary.ring_bytes += record.len() as u64;
             match decode(record) {
-                Ok(Event::State(s)) => {
-                    if result.is_ok() {
-                        result = output.state(&s);
+                Ok(event) => {
+                    if show.events && result.is_ok() {
+                        result = live(output, &event);
                     }
+                    correlator.on_event(&event, now, finished);
                 }
                 Err(e) => {
                     summary.decode_errors += 1;
@@ -161,25 +248,59 @@ impl<W: Write> Session<W> {
             }
         });
         result?;
+        self.correlator.tick(now, &mut self.finished);
+        self.print_finished()?;
         self.output.flush().context("cannot write to stdout")
     }
 
-    /// The exit summary, drops included.
+    fn print_finished(&mut self) -> Result<()> {
+        for c in self.finished.drain(..) {
+            self.summary.connections += 1;
+            if self.show.connections {
+                self.output.connection(&c)?;
+            }
+            let drawn = match self.show.diagrams {
+                Some(DiagramFor::Every) => true,
+                Some(DiagramFor::Clients) => c.role == Role::Client,
+                None => false,
+            };
+            if drawn {
+                self.output.diagram(&c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything still held is final now: closed sockets, and open ones as
+    /// `open_at_exit`. Then the summary, drops and evictions included.
     pub fn finish(mut self) -> Result<W> {
+        let programs = &self.programs;
+        self.correlator
+            .flush(monotonic_ns(), |key| programs.flow(key), &mut self.finished);
+        self.print_finished()?;
         self.summary.dropped = self.programs.dropped();
+        self.summary.evicted = self.correlator.evicted;
         self.output.summary(&self.summary)?;
         Ok(self.output.into_inner())
+    }
+}
+
+/// An event as the live stream shows it.
+fn live<W: Write>(output: &mut Output<W>, event: &Event) -> io::Result<()> {
+    match event {
+        Event::State(s) => output.state(s),
+        Event::Close(c) => output.state(&c.state),
+        Event::Segment(seg) => output.packet(seg),
     }
 }
 
 /// The kernel's aya-log records, printed through `log` (filtered by RUST_LOG).
 fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns the logger.
-    let mut fd =
-        match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
-            Ok(fd) => fd,
-            Err(e) => return log::debug!("cannot watch kernel logs: {e}"),
-        };
+    let mut fd = match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => return log::debug!("cannot watch kernel logs: {e}"),
+    };
     tokio::spawn(async move {
         while let Ok(mut guard) = fd.readable_mut().await {
             guard.get_inner_mut().flush();

@@ -2,10 +2,12 @@
 //! copied beyond the fixed-size event itself.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::{AF_INET, AF_INET6, EventHeader, StateEvent, kind};
+use tracer_common::{
+    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, PayloadEvent, SegmentEvent, StateEvent, hook, kind,
+};
 
 use crate::{
-    event::{Event, Family, Process, StateChange},
+    event::{Close, Event, Family, Hook, Process, Segment, StateChange},
     state::TcpState,
 };
 
@@ -14,11 +16,7 @@ pub enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
     #[error("record of kind {kind} has {len} bytes, expected {expected}")]
-    Length {
-        kind: u32,
-        len: usize,
-        expected: usize,
-    },
+    Length { kind: u32, len: usize, expected: usize },
     #[error("unknown record kind {0}")]
     Kind(u32),
     #[error("unknown address family {0}")]
@@ -28,15 +26,54 @@ pub enum DecodeError {
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(record).ok_or(DecodeError::Short(record.len()))?;
     match header.kind {
-        kind::STATE => {
-            let raw: StateEvent = read(record).ok_or(DecodeError::Length {
-                kind: header.kind,
-                len: record.len(),
-                expected: size_of::<StateEvent>(),
-            })?;
-            state_change(&raw).map(Event::State)
+        kind::STATE => state_change(&exact::<StateEvent>(record, header.kind)?).map(Event::State),
+        kind::CLOSE => {
+            let raw: CloseEvent = exact(record, header.kind)?;
+            let state = state_change(&raw.state)?;
+            Ok(Event::Close(Close {
+                state,
+                stats: (raw.has_stats != 0).then_some(raw.stats),
+            }))
+        }
+        kind::SEGMENT => Ok(Event::Segment(segment(
+            &exact::<SegmentEvent>(record, header.kind)?,
+            None,
+        ))),
+        kind::PAYLOAD => {
+            let raw: PayloadEvent = exact(record, header.kind)?;
+            let n = usize::from(raw.segment.captured).min(MAX_CAPTURE);
+            Ok(Event::Segment(segment(&raw.segment, Some(raw.data[..n].into()))))
         }
         other => Err(DecodeError::Kind(other)),
+    }
+}
+
+/// A record of kind `kind` read as a `T`, which it must be large enough for.
+fn exact<T: aya::Pod>(record: &[u8], kind: u32) -> Result<T, DecodeError> {
+    read(record).ok_or(DecodeError::Length {
+        kind,
+        len: record.len(),
+        expected: size_of::<T>(),
+    })
+}
+
+fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
+    Segment {
+        ts_ns: raw.header.ts_ns,
+        key: raw.key,
+        from: usize::from(raw.from & 1),
+        seq: raw.seq,
+        ack: raw.ack,
+        ifindex: raw.ifindex,
+        hook: if raw.hook == hook::EGRESS {
+            Hook::Egress
+        } else {
+            Hook::Ingress
+        },
+        flags: raw.flags,
+        win: raw.win,
+        len: raw.len,
+        payload,
     }
 }
 
@@ -124,7 +161,9 @@ mod tests {
 
     #[test]
     fn decodes_an_ipv4_transition() {
-        let Event::State(s) = decode(&bytes_of(&raw_v4())).unwrap();
+        let Ok(Event::State(s)) = decode(&bytes_of(&raw_v4())) else {
+            panic!()
+        };
         assert_eq!(s.ts_ns, 42);
         assert_eq!(s.sock, 0xffff_8880_1234_5678);
         assert_eq!(s.family, Family::Ipv4);
@@ -147,7 +186,9 @@ mod tests {
             pid: 9,
             comm: comm("ksoftirqd/0"),
         };
-        let Event::State(s) = decode(&bytes_of(&raw)).unwrap();
+        let Ok(Event::State(s)) = decode(&bytes_of(&raw)) else {
+            panic!()
+        };
         assert_eq!(s.family, Family::Ipv6);
         assert_eq!(s.laddr.to_string(), "::1");
         assert_eq!(s.raddr.to_string(), "fd00::2");
@@ -156,13 +197,47 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_close_with_counters_and_a_payload_segment() {
+        let mut close = CloseEvent {
+            state: raw_v4(),
+            ..Default::default()
+        };
+        close.state.header.kind = kind::CLOSE;
+        close.has_stats = 1;
+        close.stats.dir[1].bytes = 1234;
+        let Ok(Event::Close(c)) = decode(&bytes_of(&close)) else {
+            panic!()
+        };
+        assert_eq!(c.stats.unwrap().dir[1].bytes, 1234);
+        assert_eq!(c.state.lport, 43210);
+
+        let mut data = [0u8; MAX_CAPTURE];
+        data[..3].copy_from_slice(b"GET");
+        let seg = SegmentEvent {
+            header: EventHeader {
+                kind: kind::PAYLOAD,
+                _pad: 0,
+                ts_ns: 7,
+            },
+            from: 1,
+            len: 100,
+            captured: 3,
+            hook: hook::EGRESS,
+            ..Default::default()
+        };
+        let raw = PayloadEvent { segment: seg, data };
+        let Ok(Event::Segment(s)) = decode(&bytes_of(&raw)) else {
+            panic!()
+        };
+        assert_eq!(s.payload.as_deref(), Some(&b"GET"[..]));
+        assert_eq!((s.from, s.len, s.hook), (1, 100, Hook::Egress));
+    }
+
+    #[test]
     fn rejects_short_unknown_and_malformed_records() {
         let bytes = bytes_of(&raw_v4());
         assert_eq!(decode(&bytes[..8]), Err(DecodeError::Short(8)));
-        assert!(matches!(
-            decode(&bytes[..40]),
-            Err(DecodeError::Length { len: 40, .. })
-        ));
+        assert!(matches!(decode(&bytes[..40]), Err(DecodeError::Length { len: 40, .. })));
         let mut unknown = raw_v4();
         unknown.header.kind = 99;
         assert_eq!(decode(&bytes_of(&unknown)), Err(DecodeError::Kind(99)));

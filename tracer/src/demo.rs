@@ -4,14 +4,14 @@ use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     thread,
-    time::Duration,
 };
 
 use anyhow::{Context, Result};
 
 use crate::{
-    app::{self, Session},
+    app::{self, DiagramFor, Session, Show},
     cli::OutputArgs,
+    iface,
     loader::Settings,
     preflight,
 };
@@ -25,22 +25,32 @@ pub async fn run(args: OutputArgs) -> Result<()> {
     preflight::check_all()?;
     let port = free_port()?;
     let refused_port = free_port()?;
+    let lo = iface::by_name("lo").context("the demo runs on loopback")?;
     let settings = Settings {
         ports: vec![port, refused_port],
-        ..app::settings(&args)
+        all_segments: true,
+        ..app::settings(&args, vec![lo])
     };
-    let mut session = Session::start(&settings, &args, app::stdout())?;
+    let show = Show {
+        events: args.events,
+        diagrams: (!args.json).then_some(DiagramFor::Clients),
+        connections: true,
+    };
+    let mut session = Session::start(&settings, &args, show, app::stdout())?;
     let out = session.output();
     out.note(&format!(
-        "tracer demo: the kernel's view of three TCP connections on 127.0.0.1:{port}, one line per state change of a socket."
+        "tracer demo: the kernel's view of three TCP connections to 127.0.0.1:{port}, traced by this process itself."
     ))?;
-    out.note("Client and server each own a socket, so both sides of every connection appear; demo-client and demo-server are this process's threads.")?;
+    out.note(
+        "Each socket gets one line when it closes (client and server each own one), and each connection a ladder",
+    )?;
+    out.note("drawn from its client's side: every segment with its flags, seq/ack relative to the sender's first")?;
+    out.note("sequence number, payload length and time, beside the states the client's socket went through.")?;
+    out.note("demo-client and demo-server are this process's threads.")?;
     out.header()?;
 
     let listener = step(&mut session, "the server starts listening", move || {
-        on_thread("demo-server", move || {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        })
+        on_thread("demo-server", move || TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
     })
     .await?;
     let addr = listener.local_addr()?;
@@ -93,26 +103,21 @@ async fn step<T: Send + 'static>(
     let value = tokio::task::spawn_blocking(f)
         .await?
         .with_context(|| format!("demo step \"{heading}\" failed"))?;
-    // Transitions fire inside the syscalls the step made (loopback runs the peer's
-    // softirq work on the same CPU), so they are all in the ring buffer now; one
-    // tick more covers a transition that a timer fired.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    session.drain()?;
+    // Events fire inside the syscalls the step made (loopback runs the peer's
+    // softirq work on the same CPU); a closed socket's record waits out its
+    // grace period for late segments, then prints on the next drain.
+    session.settle().await?;
     Ok(value)
 }
 
 /// A port nothing listens on right now.
 fn free_port() -> Result<u16> {
-    let l =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
     Ok(l.local_addr()?.port())
 }
 
 /// Runs `f` on a thread named `name`: the kernel reports a thread's name as its comm.
-fn on_thread<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
+fn on_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     thread::Builder::new()
         .name(name.into())
         .spawn(f)?
@@ -131,9 +136,7 @@ fn exchange(
         .name("demo-server".into())
         .spawn(move || server(listener.accept()?.0))?;
     let client_result = on_thread("demo-client", move || client(addr));
-    let server_result = server
-        .join()
-        .map_err(|_| io::Error::other("demo-server panicked"))?;
+    let server_result = server.join().map_err(|_| io::Error::other("demo-server panicked"))?;
     client_result.and(server_result)
 }
 

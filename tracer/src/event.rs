@@ -1,6 +1,8 @@
 //! Decoded events: what the kernel reported, in userspace types.
 use std::net::IpAddr;
 
+use tracer_common::{FlowKey, FlowStats};
+
 use crate::state::TcpState;
 
 /// A process: tgid and command name (the kernel's 16-byte, NUL-padded comm).
@@ -16,11 +18,7 @@ impl Process {
     }
 
     pub fn comm(&self) -> &str {
-        let end = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
         std::str::from_utf8(&self.comm[..end]).unwrap_or("?")
     }
 }
@@ -63,9 +61,99 @@ impl StateChange {
     pub fn process(&self) -> Process {
         self.owner.unwrap_or(self.current)
     }
+
+    /// This socket's flow and the index of its own endpoint in it.
+    pub fn flow(&self) -> (FlowKey, usize) {
+        let family = match self.family {
+            Family::Ipv4 => tracer_common::AF_INET,
+            Family::Ipv6 => tracer_common::AF_INET6,
+        };
+        FlowKey::of_socket(family, octets(self.laddr), self.lport, octets(self.raddr), self.rport)
+    }
+}
+
+/// The 16-byte form the kernel uses: IPv4 in the first four bytes.
+fn octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a.octets());
+            o
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// One TCP segment seen by the classifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub ts_ns: u64,
+    pub key: FlowKey,
+    /// The sender's endpoint index in `key`.
+    pub from: usize,
+    pub seq: u32,
+    pub ack: u32,
+    pub ifindex: u32,
+    pub hook: Hook,
+    pub flags: u8,
+    pub win: u16,
+    /// TCP payload length.
+    pub len: u32,
+    /// The head of the payload, when it was captured.
+    pub payload: Option<Box<[u8]>>,
+}
+
+impl Segment {
+    pub fn src(&self) -> (IpAddr, u16) {
+        endpoint(&self.key, self.from)
+    }
+
+    pub fn dst(&self) -> (IpAddr, u16) {
+        endpoint(&self.key, 1 - self.from)
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Endpoint `i` of a flow key as an address and port.
+pub fn endpoint(key: &FlowKey, i: usize) -> (IpAddr, u16) {
+    let a = key.addr[i];
+    let ip = if key.family == tracer_common::AF_INET {
+        IpAddr::V4(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::from(a))
+    };
+    (ip, key.port[i])
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Ingress,
+    Egress,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Ingress => "ingress",
+            Hook::Egress => "egress",
+        }
+    }
+}
+
+/// A socket's transition to CLOSE, with its flow's counters at that moment
+/// (none when the flow was not counted: it opened before the tracer started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Close {
+    pub state: StateChange,
+    pub stats: Option<FlowStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     State(StateChange),
+    Segment(Segment),
+    Close(Close),
 }

@@ -6,9 +6,12 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod connection;
+pub mod correlate;
 pub mod decode;
 pub mod demo;
 pub mod event;
+pub mod iface;
 pub mod loader;
 pub mod output;
 pub mod preflight;

@@ -4,12 +4,13 @@
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, ProgramError, TracePoint},
+    programs::{FExit, ProgramError, SchedClassifier, TcAttachType, TracePoint, tc},
+    util::KernelVersion,
 };
 use aya_log::EbpfLogger;
-use tracer_common::{COMM_LEN, Task, filter};
+use tracer_common::{COMM_LEN, FlowKey, FlowStats, Task, filter, port_role};
 
-use crate::procfs::Listener;
+use crate::{iface::Iface, procfs::Listener};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -18,10 +19,7 @@ pub enum LoadError {
     #[error("cannot load the eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("the kernel rejected program {program}: {reason}")]
-    Program {
-        program: &'static str,
-        reason: String,
-    },
+    Program { program: &'static str, reason: String },
     #[error("cannot attach program {program}: {source}")]
     Attach {
         program: &'static str,
@@ -36,8 +34,19 @@ pub enum LoadError {
 /// What the kernel side is told before it starts.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
+    /// Ports at either end (`--port`), local (`-L`), remote (`-D`).
     pub ports: Vec<u16>,
+    pub local_ports: Vec<u16>,
+    pub remote_ports: Vec<u16>,
     pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub ipv4_only: bool,
+    pub ipv6_only: bool,
+    /// Ship every segment of traced flows, not just SYN/FIN/RST.
+    pub all_segments: bool,
+    pub capture_bytes: u32,
+    pub max_flows: u32,
+    pub ifaces: Vec<Iface>,
     pub ring_bytes: u32,
     /// Show the verifier's last lines when a program is rejected.
     pub verbose: bool,
@@ -54,33 +63,74 @@ pub struct Loaded {
     pub events: RingBuf<MapData>,
 }
 
-/// The attached programs (their links die with this value) and the drop counter.
+/// The attached programs (their links die with this value), the drop counter
+/// and the flow table.
 pub struct Programs {
     _ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
+    flows: HashMap<MapData, FlowKey, FlowStats>,
 }
 
 impl Programs {
+    /// A flow's counters right now: for sockets still open at exit.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
+        self.flows.get(key, 0).ok()
+    }
+
     /// Events the kernel could not put on the ring buffer because it was full.
     pub fn dropped(&self) -> u64 {
         self.drops.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 }
 
+fn filter_bits(s: &Settings) -> u32 {
+    [
+        (!s.ports.is_empty(), filter::PORTS),
+        (!s.local_ports.is_empty(), filter::LOCAL_PORTS),
+        (!s.remote_ports.is_empty(), filter::REMOTE_PORTS),
+        (!s.pids.is_empty(), filter::PIDS),
+        (!s.comms.is_empty(), filter::COMMS),
+        (s.ipv4_only, filter::IPV4_ONLY),
+        (s.ipv6_only, filter::IPV6_ONLY),
+        (s.all_segments, filter::ALL_SEGMENTS),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |acc, (_, bit)| acc | bit)
+}
+
+/// Port -> role bits, for the `PORTS` map.
+fn port_roles(s: &Settings) -> std::collections::BTreeMap<u16, u8> {
+    let mut roles = std::collections::BTreeMap::new();
+    for (ports, role) in [
+        (&s.ports, port_role::EITHER),
+        (&s.local_ports, port_role::LOCAL),
+        (&s.remote_ports, port_role::REMOTE),
+    ] {
+        for &p in ports {
+            *roles.entry(p).or_insert(0) |= role;
+        }
+    }
+    roles
+}
+
+fn comm_bytes(name: &str) -> [u8; COMM_LEN] {
+    let mut comm = [0u8; COMM_LEN];
+    let n = name.len().min(COMM_LEN - 1);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+    comm
+}
+
 pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
-    let mut filters = 0u32;
-    if !settings.ports.is_empty() {
-        filters |= filter::PORTS;
-    }
-    if !settings.pids.is_empty() {
-        filters |= filter::PIDS;
-    }
+    let filters = filter_bits(settings);
     // Wake userspace only when a quarter of the ring waits; it drains on a tick otherwise.
     let wakeup_bytes = u64::from(settings.ring_bytes / 4);
     let mut ebpf = EbpfLoader::new()
         .override_global("FILTERS", &filters, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("CAPTURE_BYTES", &settings.capture_bytes, true)
         .map_max_entries("EVENTS", settings.ring_bytes)
+        .map_max_entries("FLOWS", settings.max_flows.max(1))
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     let logger = match EbpfLogger::init(&mut ebpf) {
@@ -90,20 +140,40 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             None
         }
     };
-    fill_u8_set::<u16>(&mut ebpf, "PORTS", &settings.ports)?;
-    fill_u8_set::<u32>(&mut ebpf, "PIDS", &settings.pids)?;
-    seed_listeners(&mut ebpf, &settings.listeners)?;
+    fill(&mut ebpf, "PORTS", port_roles(settings))?;
+    fill(&mut ebpf, "PIDS", settings.pids.iter().map(|&p| (p, 1u8)))?;
+    fill(&mut ebpf, "COMMS", settings.comms.iter().map(|c| (comm_bytes(c), 1u8)))?;
+    fill(
+        &mut ebpf,
+        "LISTENERS",
+        settings.listeners.iter().map(|l| {
+            (
+                l.port,
+                Task {
+                    pid: l.pid,
+                    comm: comm_bytes(&l.comm),
+                },
+            )
+        }),
+    )?;
     attach_tracepoint(&mut ebpf, "inet_sock_set_state", "sock", settings.verbose)?;
+    attach_tracepoint(&mut ebpf, "tcp_retransmit_skb", "tcp", settings.verbose)?;
     // Some kernels refuse fentry/fexit (this project's own VMs answer EPERM):
     // accepted sockets then keep their listener's owner, exact for a server
     // that accepts in the process that listens.
     if let Err(e) = attach_accept(&mut ebpf, settings.verbose) {
         log::info!("{e}: accepted sockets are attributed to the process that listens");
     }
+    attach_classifiers(&mut ebpf, &settings.ifaces, settings.verbose)?;
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(map_err("DROPS"))?;
+    let flows = HashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     Ok(Loaded {
-        programs: Programs { _ebpf: ebpf, drops },
+        programs: Programs {
+            _ebpf: ebpf,
+            drops,
+            flows,
+        },
         logger,
         events,
     })
@@ -123,52 +193,27 @@ fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, LoadError>
     })
 }
 
-fn fill_u8_set<K: aya::Pod>(
+fn fill<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     map: &'static str,
-    keys: &[K],
+    entries: impl IntoIterator<Item = (K, V)>,
 ) -> Result<(), LoadError> {
     let m = ebpf.map_mut(map).ok_or(LoadError::Map {
         map,
         reason: "not in the object".into(),
     })?;
-    let mut set = HashMap::<_, K, u8>::try_from(m).map_err(map_err(map))?;
-    for k in keys {
-        set.insert(k, 1, 0).map_err(map_err(map))?;
+    let mut m = HashMap::<_, K, V>::try_from(m).map_err(map_err(map))?;
+    for (k, v) in entries {
+        m.insert(k, v, 0).map_err(map_err(map))?;
     }
     Ok(())
 }
 
-fn seed_listeners(ebpf: &mut Ebpf, listeners: &[Listener]) -> Result<(), LoadError> {
-    const MAP: &str = "LISTENERS";
-    let m = ebpf.map_mut(MAP).ok_or(LoadError::Map {
-        map: MAP,
-        reason: "not in the object".into(),
-    })?;
-    let mut map = HashMap::<_, u16, Task>::try_from(m).map_err(map_err(MAP))?;
-    for l in listeners {
-        let mut comm = [0u8; COMM_LEN];
-        let n = l.comm.len().min(COMM_LEN - 1);
-        comm[..n].copy_from_slice(&l.comm.as_bytes()[..n]);
-        map.insert(l.port, Task { pid: l.pid, comm }, 0)
-            .map_err(map_err(MAP))?;
-    }
-    Ok(())
-}
-
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    category: &str,
-    verbose: bool,
-) -> Result<(), LoadError> {
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, category: &str, verbose: bool) -> Result<(), LoadError> {
     let prog: &mut TracePoint = program(ebpf, name)?;
     prog.load().map_err(|e| rejected(name, e, verbose))?;
     prog.attach(category, name)
-        .map_err(|source| LoadError::Attach {
-            program: name,
-            source,
-        })?;
+        .map_err(|source| LoadError::Attach { program: name, source })?;
     Ok(())
 }
 
@@ -176,12 +221,40 @@ fn attach_accept(ebpf: &mut Ebpf, verbose: bool) -> Result<(), LoadError> {
     const NAME: &str = "inet_csk_accept";
     let btf = Btf::from_sys_fs()?;
     let prog: &mut FExit = program(ebpf, NAME)?;
-    prog.load(NAME, &btf)
-        .map_err(|e| rejected(NAME, e, verbose))?;
-    prog.attach().map_err(|source| LoadError::Attach {
-        program: NAME,
-        source,
-    })?;
+    prog.load(NAME, &btf).map_err(|e| rejected(NAME, e, verbose))?;
+    prog.attach()
+        .map_err(|source| LoadError::Attach { program: NAME, source })?;
+    Ok(())
+}
+
+/// Ingress and egress of each interface, through TCX links (the kernel drops
+/// them with our process). Loopback gets egress only: every loopback packet
+/// passes egress and then ingress of `lo`, and must count once.
+fn attach_classifiers(ebpf: &mut Ebpf, ifaces: &[Iface], verbose: bool) -> Result<(), LoadError> {
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    for (name, attach_type) in [
+        ("tc_ingress", TcAttachType::Ingress),
+        ("tc_egress", TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = program(ebpf, name)?;
+        prog.load().map_err(|e| rejected(name, e, verbose))?;
+        for iface in ifaces {
+            if iface.loopback && attach_type == TcAttachType::Ingress {
+                continue;
+            }
+            if !tcx {
+                // Older kernels: a clsact qdisc and netlink filters, which aya
+                // removes when the programs are dropped on exit.
+                let _ = tc::qdisc_add_clsact(&iface.name);
+            }
+            if let Err(e) = prog.attach(&iface.name, attach_type) {
+                log::warn!(
+                    "cannot attach {name} to {}: {e}; its traffic is not counted",
+                    iface.name
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -202,10 +275,7 @@ where
 /// One line by default; with `verbose`, the verifier's last lines, which name the cause.
 fn rejected(program: &'static str, e: ProgramError, verbose: bool) -> LoadError {
     let reason = match &e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             if verbose {
                 let log = verifier_log.to_string();
                 let lines: Vec<&str> = log.lines().collect();

@@ -2,30 +2,26 @@
 //! tracepoint's record layout. Each failure is one line that says what to do.
 use std::{fs, path::Path};
 
-use tracer_common::set_state_format as f;
+use tracer_common::{retransmit_format as r, set_state_format as f};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error(
-        "tracer needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {0})"
-    )]
+    #[error("tracer needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {0})")]
     Privileges(String),
     #[error(
         "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf,
-    #[error(
-        "tracefs is not mounted and mounting it failed ({0}): run `mount -t tracefs nodev /sys/kernel/tracing`"
-    )]
+    #[error("tracefs is not mounted and mounting it failed ({0}): run `mount -t tracefs nodev /sys/kernel/tracing`")]
     Tracefs(std::io::Error),
-    #[error(
-        "cannot read the format of tracepoint sock:inet_sock_set_state ({0}): this kernel may lack it"
-    )]
-    Format(std::io::Error),
-    #[error(
-        "tracepoint sock:inet_sock_set_state has an unexpected layout on this kernel: field {field} {found}"
-    )]
-    Layout { field: &'static str, found: String },
+    #[error("cannot read the format of tracepoint {0} ({1}): this kernel may lack it")]
+    Format(&'static str, std::io::Error),
+    #[error("tracepoint {event} has an unexpected layout on this kernel: field {field} {found}")]
+    Layout {
+        event: &'static str,
+        field: &'static str,
+        found: String,
+    },
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -40,9 +36,15 @@ pub fn check_all() -> Result<(), PreflightError> {
         return Err(PreflightError::NoBtf);
     }
     ensure_tracefs()?;
-    let format = fs::read_to_string(format!("{TRACEFS}/events/sock/inet_sock_set_state/format"))
-        .map_err(PreflightError::Format)?;
-    check_layout(&format)
+    for (event, fields) in [
+        ("sock/inet_sock_set_state", SET_STATE),
+        ("tcp/tcp_retransmit_skb", RETRANSMIT),
+    ] {
+        let format = fs::read_to_string(format!("{TRACEFS}/events/{event}/format"))
+            .map_err(|e| PreflightError::Format(event, e))?;
+        check_layout(event, &format, fields)?;
+    }
+    Ok(())
 }
 
 fn check_privileges() -> Result<(), PreflightError> {
@@ -89,38 +91,44 @@ fn ensure_tracefs() -> Result<(), PreflightError> {
     Ok(())
 }
 
-/// The kernel program reads the record at fixed offsets; refuse to load on a
-/// kernel whose record differs rather than report garbage.
-fn check_layout(format: &str) -> Result<(), PreflightError> {
-    let expected: [(&'static str, usize); 11] = [
-        ("skaddr", f::SKADDR),
-        ("oldstate", f::OLDSTATE),
-        ("newstate", f::NEWSTATE),
-        ("sport", f::SPORT),
-        ("dport", f::DPORT),
-        ("family", f::FAMILY),
-        ("protocol", f::PROTOCOL),
-        ("saddr", f::SADDR),
-        ("daddr", f::DADDR),
-        ("saddr_v6", f::SADDR_V6),
-        ("daddr_v6", f::DADDR_V6),
-    ];
-    for (field, offset) in expected {
-        match field_offset(format, field) {
-            Some(found) if found == offset => {}
-            Some(found) => {
-                return Err(PreflightError::Layout {
-                    field,
-                    found: format!("is at offset {found}, expected {offset}"),
-                });
-            }
-            None => {
-                return Err(PreflightError::Layout {
-                    field,
-                    found: "is missing".into(),
-                });
-            }
-        }
+const SET_STATE: &[(&str, usize)] = &[
+    ("skaddr", f::SKADDR),
+    ("oldstate", f::OLDSTATE),
+    ("newstate", f::NEWSTATE),
+    ("sport", f::SPORT),
+    ("dport", f::DPORT),
+    ("family", f::FAMILY),
+    ("protocol", f::PROTOCOL),
+    ("saddr", f::SADDR),
+    ("daddr", f::DADDR),
+    ("saddr_v6", f::SADDR_V6),
+    ("daddr_v6", f::DADDR_V6),
+];
+
+const RETRANSMIT: &[(&str, usize)] = &[
+    ("sport", r::SPORT),
+    ("dport", r::DPORT),
+    ("family", r::FAMILY),
+    ("saddr", r::SADDR),
+    ("daddr", r::DADDR),
+    ("saddr_v6", r::SADDR_V6),
+    ("daddr_v6", r::DADDR_V6),
+];
+
+/// The kernel programs read records at fixed offsets; refuse to load on a
+/// kernel whose records differ rather than report garbage.
+fn check_layout(
+    event: &'static str,
+    format: &str,
+    expected: &'static [(&'static str, usize)],
+) -> Result<(), PreflightError> {
+    for &(field, offset) in expected {
+        let found = match field_offset(format, field) {
+            Some(found) if found == offset => continue,
+            Some(found) => format!("is at offset {found}, expected {offset}"),
+            None => "is missing".into(),
+        };
+        return Err(PreflightError::Layout { event, field, found });
     }
     Ok(())
 }
@@ -162,20 +170,13 @@ format:
 
     #[test]
     fn accepts_the_known_layout_and_rejects_a_moved_field() {
-        assert!(check_layout(FORMAT).is_ok());
+        let check = |format: &str| check_layout("sock/inet_sock_set_state", format, SET_STATE);
+        assert!(check(FORMAT).is_ok());
         let moved = FORMAT.replace("sport;\toffset:24", "sport;\toffset:28");
-        let err = check_layout(&moved).unwrap_err().to_string();
-        assert!(
-            err.contains("field sport is at offset 28, expected 24"),
-            "{err}"
-        );
+        let err = check(&moved).unwrap_err().to_string();
+        assert!(err.contains("field sport is at offset 28, expected 24"), "{err}");
         let missing = FORMAT.replace("saddr_v6", "src6");
-        assert!(
-            check_layout(&missing)
-                .unwrap_err()
-                .to_string()
-                .contains("saddr_v6 is missing")
-        );
+        assert!(check(&missing).unwrap_err().to_string().contains("saddr_v6 is missing"));
     }
 
     #[test]
@@ -185,9 +186,6 @@ format:
             missing_caps("CapEff:\t0000000000000000\n"),
             ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
         );
-        assert_eq!(
-            missing_caps("CapEff:\t000000c000000000\n"),
-            ["CAP_NET_ADMIN"]
-        );
+        assert_eq!(missing_caps("CapEff:\t000000c000000000\n"), ["CAP_NET_ADMIN"]);
     }
 }

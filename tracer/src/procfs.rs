@@ -18,9 +18,7 @@ pub struct Listener {
 pub fn listeners() -> Vec<Listener> {
     let mut by_inode = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        by_inode.extend(listening_inodes(
-            &fs::read_to_string(table).unwrap_or_default(),
-        ));
+        by_inode.extend(listening_inodes(&fs::read_to_string(table).unwrap_or_default()));
     }
     if by_inode.is_empty() {
         return Vec::new();
@@ -63,10 +61,7 @@ fn socket_inodes() -> impl Iterator<Item = (u32, u64)> {
     procs
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .flat_map(|pid| {
-            let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-                .into_iter()
-                .flatten()
-                .flatten();
+            let fds = fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
             fds.filter_map(move |fd| {
                 let link = fs::read_link(fd.path()).ok()?;
                 let inode = link

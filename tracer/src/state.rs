@@ -26,11 +26,7 @@ impl TcpState {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        NAMES
-            .iter()
-            .skip(1)
-            .position(|n| *n == name)
-            .map(|i| Self(i as u8 + 1))
+        NAMES.iter().skip(1).position(|n| *n == name).map(|i| Self(i as u8 + 1))
     }
 }
 
@@ -52,10 +48,7 @@ mod tests {
         assert_eq!(TcpState(tcp_state::NEW_SYN_RECV).name(), "NEW_SYN_RECV");
         assert_eq!(TcpState(0).name(), "UNKNOWN");
         assert_eq!(TcpState(200).name(), "UNKNOWN");
-        assert_eq!(
-            TcpState::from_name("LAST_ACK"),
-            Some(TcpState(tcp_state::LAST_ACK))
-        );
+        assert_eq!(TcpState::from_name("LAST_ACK"), Some(TcpState(tcp_state::LAST_ACK)));
         assert_eq!(TcpState::from_name("UNKNOWN"), None);
     }
 }

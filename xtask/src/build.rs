@@ -28,30 +28,19 @@ pub fn ebpf() -> Result<()> {
             .env_remove("RUSTC_WRAPPER")
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .args([
-                "run",
-                "nightly",
-                "cargo",
-                "build",
-                "--locked",
-                "-Z",
-                "build-std=core",
-            ])
-            .args([
-                "--target",
-                "bpfel-unknown-none",
-                "--release",
-                "--target-dir",
-            ])
+            .args(["run", "nightly", "cargo", "build", "--locked", "-Z", "build-std=core"])
+            .args(["--target", "bpfel-unknown-none", "--release", "--target-dir"])
             .arg(root.join(EBPF_TARGET_DIR)),
     )
 }
 
 pub fn all() -> Result<()> {
     ebpf()?;
-    status(
-        Command::new(env!("CARGO"))
-            .current_dir(workspace_root())
-            .args(["build", "--release", "--locked", "-p", "tracer"]),
-    )
+    status(Command::new(env!("CARGO")).current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "tracer",
+    ]))
 }

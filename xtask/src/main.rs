@@ -65,20 +65,8 @@ fn test(args: &[String]) -> Result<()> {
         c
     };
     status(cargo().args(["fmt", "--all", "--check"]))?;
-    status(cargo().args([
-        "fmt",
-        "--check",
-        "--manifest-path",
-        "tracer-ebpf/Cargo.toml",
-    ]))?;
-    status(cargo().args([
-        "clippy",
-        "--all-targets",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    status(cargo().args(["fmt", "--check", "--manifest-path", "tracer-ebpf/Cargo.toml"]))?;
+    status(cargo().args(["clippy", "--all-targets", "--release", "--", "-D", "warnings"]))?;
     // The end-to-end tests load BPF programs: they run as root, one at a time,
     // because each tracer they start sees every socket on the host.
     let mut test = as_root(std::ffi::OsStr::new(env!("CARGO")));
@@ -110,9 +98,7 @@ unsafe extern "C" {
 
 pub(crate) fn status(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
+    let st = cmd.status().with_context(|| format!("cannot start {shown}"))?;
     if !st.success() {
         bail!("{shown} failed ({st})");
     }

@@ -17,26 +17,17 @@ pub fn ensure_ebpf_toolchain() -> Result<()> {
 
 fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {shown}"))?;
+    let out = cmd.output().with_context(|| format!("cannot start {shown}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        "nightly",
-    ]))?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
-    println!(
-        "xtask: installing rust-src for nightly (rustup component add rust-src --toolchain nightly)"
-    );
+    println!("xtask: installing rust-src for nightly (rustup component add rust-src --toolchain nightly)");
     status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
@@ -54,22 +45,15 @@ fn ensure_bpf_linker() -> Result<()> {
     println!(
         "xtask: installing bpf-linker {BPF_LINKER_VERSION} (cargo install bpf-linker --version {BPF_LINKER_VERSION} --locked)"
     );
-    status(Command::new(env!("CARGO")).args([
-        "install",
-        "bpf-linker",
-        "--version",
-        BPF_LINKER_VERSION,
-        "--locked",
-    ]))
+    status(Command::new(env!("CARGO")).args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"]))
 }
 
 /// bpf-linker loads nightly's own libLLVM through llvm-sys; a different major
 /// version cannot read the bitcode nightly emits and fails with an obscure error.
 fn check_llvm_match() -> Result<()> {
-    let rustc =
-        output(Command::new("rustup").args(["run", "nightly", "rustc", "--version", "--verbose"]))?;
-    let nightly = llvm_major(&rustc, "LLVM version:")
-        .context("cannot read nightly's LLVM version from `rustc +nightly -vV`")?;
+    let rustc = output(Command::new("rustup").args(["run", "nightly", "rustc", "--version", "--verbose"]))?;
+    let nightly =
+        llvm_major(&rustc, "LLVM version:").context("cannot read nightly's LLVM version from `rustc +nightly -vV`")?;
     if nightly != BPF_LINKER_LLVM_MAJOR {
         bail!(
             "nightly rustc uses LLVM {nightly} but bpf-linker {BPF_LINKER_VERSION} is built for LLVM \
@@ -100,8 +84,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 ];
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 /// Installs the test tools a fresh machine lacks, with apt.

@@ -1,18 +1,21 @@
 //! One JSON object per line, keys as `shared/DESIGN.md` specifies.
 use std::fmt::Write;
 
-use crate::{clock::WallClock, event::StateChange, output::Summary};
+use tracer_common::FLAG_NAMES;
+
+use crate::{
+    clock::WallClock,
+    connection::{Connection, Traffic},
+    event::{Segment, StateChange},
+    output::{Summary, micros},
+};
 
 pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
     let p = s.process();
     out.push_str("{\"type\":\"state\",\"ts\":\"");
     clock.rfc3339(s.ts_ns, out);
     // The socket address is a kernel pointer: a string, as JSON numbers lose its low bits.
-    let _ = write!(
-        out,
-        "\",\"sock\":\"{:#x}\",\"pid\":{},\"comm\":",
-        s.sock, p.pid
-    );
+    let _ = write!(out, "\",\"sock\":\"{:#x}\",\"pid\":{},\"comm\":", s.sock, p.pid);
     string(out, p.comm());
     let _ = write!(
         out,
@@ -27,11 +30,99 @@ pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
     );
 }
 
+pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
+    out.push_str("{\"type\":\"packet\",\"ts\":\"");
+    clock.rfc3339(seg.ts_ns, out);
+    out.push_str("\",\"iface\":");
+    string(out, iface);
+    let ((s, sp), (d, dp)) = (seg.src(), seg.dst());
+    let _ = write!(
+        out,
+        ",\"hook\":\"{}\",\"saddr\":\"{s}\",\"sport\":{sp},\"daddr\":\"{d}\",\"dport\":{dp},\"seq\":{},\"ack\":{},\"flags\":[",
+        seg.hook.name(),
+        seg.seq,
+        seg.ack
+    );
+    let mut first = true;
+    for (i, name) in FLAG_NAMES.iter().enumerate() {
+        if seg.flags & (1 << i) != 0 {
+            if !first {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{name}\"");
+            first = false;
+        }
+    }
+    let _ = write!(out, "],\"win\":{},\"len\":{}}}", seg.win, seg.len);
+}
+
+pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
+    let _ = write!(
+        out,
+        "{{\"type\":\"connection\",\"sock\":\"{:#x}\",\"pid\":{},\"comm\":",
+        c.sock, c.process.pid
+    );
+    string(out, c.process.comm());
+    let _ = write!(
+        out,
+        ",\"role\":\"{}\",\"family\":\"{}\",\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"start\":\"",
+        c.role.name(),
+        c.family.name(),
+        c.laddr,
+        c.lport,
+        c.raddr,
+        c.rport
+    );
+    clock.rfc3339(c.start_ns, out);
+    out.push_str("\",\"duration_us\":");
+    micros(out, c.duration_ns);
+    out.push_str(",\"handshake_us\":");
+    match c.handshake_ns {
+        Some(ns) => micros(out, ns),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"states\":[");
+    for (i, s) in c.states.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"state\":\"{}\",\"at_us\":", s.state.name());
+        micros(out, s.at_ns);
+        out.push('}');
+    }
+    let _ = write!(
+        out,
+        "],\"packets\":{{\"tx\":{},\"rx\":{}}},\"bytes\":{{\"tx\":{},\"rx\":{}}},\"flags\":{{\"tx\":",
+        c.tx.packets, c.rx.packets, c.tx.bytes, c.rx.bytes
+    );
+    flag_counts(out, &c.tx);
+    out.push_str(",\"rx\":");
+    flag_counts(out, &c.rx);
+    let _ = write!(
+        out,
+        "}},\"retransmits\":{},\"close\":\"{}\",\"protocol\":\"{}\"}}",
+        c.retransmits,
+        c.close.name(),
+        c.protocol
+    );
+}
+
+fn flag_counts(out: &mut String, t: &Traffic) {
+    out.push('{');
+    for (i, name) in FLAG_NAMES.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{name}\":{}", t.flags[i]);
+    }
+    out.push('}');
+}
+
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{}}}",
-        s.events, s.dropped, s.evicted, s.connections, s.decode_errors
+        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{}}}",
+        s.events, s.dropped, s.evicted, s.connections, s.decode_errors, s.ring_bytes
     );
 }
 
@@ -57,28 +148,32 @@ pub fn string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::change;
+    use crate::output::tests::{change, sample_connection};
     use tracer_common::tcp_state::*;
+
+    fn keys(v: &serde_json::Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort();
+        k
+    }
+
+    fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+        v.sort();
+        v
+    }
 
     #[test]
     fn a_state_record_has_exactly_the_design_keys() {
         let clock = WallClock::fixed(1_000, 1_795_313_100_000_000_000);
         let mut line = String::new();
-        state(
-            &clock,
-            &change("::1", "::1", SYN_SENT, ESTABLISHED),
-            &mut line,
-        );
+        state(&clock, &change("::1", "::1", SYN_SENT, ESTABLISHED), &mut line);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut expected = [
-            "type", "ts", "sock", "pid", "comm", "family", "laddr", "lport", "raddr", "rport",
-            "old", "new",
-        ];
-        expected.sort();
-        let mut keys = keys;
-        keys.sort();
-        assert_eq!(keys, expected);
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "type", "ts", "sock", "pid", "comm", "family", "laddr", "lport", "raddr", "rport", "old", "new"
+            ])
+        );
         assert_eq!(v["ts"], "2026-11-22T02:05:00.001500000Z");
         assert_eq!(v["sock"], "0xffff88800abc0000");
         assert_eq!(v["comm"], "cu\"rl");
@@ -86,6 +181,70 @@ mod tests {
         assert_eq!(v["lport"], 43210);
         assert_eq!(v["old"], "SYN_SENT");
         assert_eq!(v["new"], "ESTABLISHED");
+    }
+
+    #[test]
+    fn a_connection_record_has_the_design_keys_and_values() {
+        let clock = WallClock::fixed(1_000, 1_795_313_100_000_000_000);
+        let mut line = String::new();
+        connection(&clock, &sample_connection(), &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "type",
+                "sock",
+                "pid",
+                "comm",
+                "role",
+                "family",
+                "laddr",
+                "lport",
+                "raddr",
+                "rport",
+                "start",
+                "duration_us",
+                "handshake_us",
+                "states",
+                "packets",
+                "bytes",
+                "flags",
+                "retransmits",
+                "close",
+                "protocol"
+            ])
+        );
+        assert_eq!(v["start"], "2026-11-22T02:05:00.000000000Z");
+        assert_eq!(v["duration_us"], 61.0);
+        assert_eq!(v["handshake_us"], 20.5);
+        assert_eq!(v["states"][4]["state"], "TIME_WAIT");
+        assert_eq!(v["states"][1]["at_us"], 20.0);
+        assert_eq!(v["packets"]["tx"], 5);
+        assert_eq!(v["packets"]["rx"], 3);
+        assert_eq!(v["bytes"]["tx"], 37);
+        assert_eq!(v["bytes"]["rx"], 40);
+        assert_eq!(v["flags"]["tx"]["ACK"], 4);
+        assert_eq!(v["flags"]["rx"]["SYN"], 1);
+        assert_eq!(v["flags"]["rx"]["FIN"], 1);
+        assert_eq!(v["close"], "local_fin");
+        assert_eq!(v["role"], "client");
+        assert_eq!(v["protocol"], "unknown");
+    }
+
+    #[test]
+    fn a_packet_record_lists_its_flags() {
+        let clock = WallClock::fixed(0, 0);
+        let mut line = String::new();
+        packet(&clock, "lo", &sample_connection().segments[1], &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "type", "ts", "iface", "hook", "saddr", "sport", "daddr", "dport", "seq", "ack", "flags", "win", "len"
+            ])
+        );
+        assert_eq!(v["flags"], serde_json::json!(["SYN", "ACK"]));
+        assert_eq!((v["sport"].as_u64(), v["dport"].as_u64()), (Some(8080), Some(43210)));
     }
 
     #[test]
@@ -107,12 +266,13 @@ mod tests {
                 evicted: 1,
                 connections: 3,
                 decode_errors: 4,
+                ring_bytes: 640,
             },
             &mut s,
         );
         assert_eq!(
             s,
-            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4}"#
+            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640}"#
         );
     }
 }

@@ -1,11 +1,19 @@
-//! Rendering events: `text` for people, `json` for programs. Both write into a
-//! reused buffer that goes to stdout in large chunks.
+//! Rendering: `text` for people, `json` for programs, `diagram` for ladders.
+//! Each record is built in a reused buffer and written to a buffered stdout.
+mod diagram;
 mod json;
 mod text;
 
-use std::io::{self, Write};
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
 
-use crate::{clock::WallClock, event::StateChange};
+use crate::{
+    clock::WallClock,
+    connection::Connection,
+    event::{Segment, StateChange},
+};
 
 /// Totals printed once at exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,6 +23,8 @@ pub struct Summary {
     pub evicted: u64,
     pub connections: u64,
     pub decode_errors: u64,
+    /// Bytes of ring-buffer records read.
+    pub ring_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,28 +33,46 @@ pub enum Format {
     Json,
 }
 
+/// How text is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Address columns wide enough for IPv6.
+    pub wide: bool,
+    /// A time column on connection lines.
+    pub time: bool,
+}
+
 pub struct Output<W: Write> {
     format: Format,
+    layout: Layout,
     clock: WallClock,
+    ifnames: HashMap<u32, String>,
     line: String,
     out: W,
 }
 
 impl<W: Write> Output<W> {
-    pub fn new(format: Format, clock: WallClock, out: W) -> Self {
+    pub fn new(format: Format, layout: Layout, clock: WallClock, out: W) -> Self {
         Self {
             format,
+            layout,
             clock,
-            line: String::with_capacity(512),
+            ifnames: HashMap::new(),
+            line: String::with_capacity(1024),
             out,
         }
     }
 
-    /// The column header of the text stream (nothing for JSON).
+    /// Interface names for packet records, by index.
+    pub fn set_ifnames(&mut self, names: HashMap<u32, String>) {
+        self.ifnames = names;
+    }
+
+    /// The column header of connection lines (nothing for JSON).
     pub fn header(&mut self) -> io::Result<()> {
         if self.format == Format::Text {
             self.line.clear();
-            text::state_header(&mut self.line);
+            text::connection_header(&self.layout, &mut self.line);
             self.emit()?;
         }
         Ok(())
@@ -57,6 +85,32 @@ impl<W: Write> Output<W> {
             Format::Json => json::state(&self.clock, s, &mut self.line),
         }
         self.emit()
+    }
+
+    pub fn packet(&mut self, seg: &Segment) -> io::Result<()> {
+        self.line.clear();
+        let iface = self.ifnames.get(&seg.ifindex).map_or("?", String::as_str);
+        match self.format {
+            Format::Text => text::packet(&self.clock, iface, seg, &mut self.line),
+            Format::Json => json::packet(&self.clock, iface, seg, &mut self.line),
+        }
+        self.emit()
+    }
+
+    pub fn connection(&mut self, c: &Connection) -> io::Result<()> {
+        self.line.clear();
+        match self.format {
+            Format::Text => text::connection(&self.clock, &self.layout, c, &mut self.line),
+            Format::Json => json::connection(&self.clock, c, &mut self.line),
+        }
+        self.emit()
+    }
+
+    /// The connection as a ladder of its segments (text only).
+    pub fn diagram(&mut self, c: &Connection) -> io::Result<()> {
+        self.line.clear();
+        diagram::draw(c, &mut self.line);
+        self.out.write_all(self.line.as_bytes())
     }
 
     /// A free-form note: a `# ` comment line in text (an empty note is a blank
@@ -97,12 +151,21 @@ impl<W: Write> Output<W> {
     }
 }
 
+/// Microseconds from nanoseconds, with three decimals: `12.345`.
+pub(crate) fn micros(out: &mut String, ns: u64) {
+    use std::fmt::Write;
+    let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::net::IpAddr;
 
+    use tracer_common::{tcp_flag, tcp_state::*};
+
     use crate::{
-        event::{Family, Process, StateChange},
+        connection::{CloseKind, Connection, Role, StateAt, Traffic},
+        event::{Family, Hook, Process, Segment, StateChange},
         state::TcpState,
     };
 
@@ -117,11 +180,7 @@ pub(crate) mod tests {
         StateChange {
             ts_ns: 1_000 + 1_500_000,
             sock: 0xffff_8880_0abc_0000,
-            family: if laddr.is_ipv4() {
-                Family::Ipv4
-            } else {
-                Family::Ipv6
-            },
+            family: if laddr.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 },
             laddr,
             lport: 43210,
             raddr: raddr.parse().unwrap(),
@@ -130,6 +189,74 @@ pub(crate) mod tests {
             new: TcpState(new),
             owner: Some(Process::new(4242, comm("cu\"rl"))),
             current: Process::new(1, comm("swapper/0")),
+        }
+    }
+
+    /// A client that sends a 37-byte request, gets a 40-byte response, closes first.
+    pub fn sample_connection() -> Connection {
+        let s = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT);
+        let (key, local) = s.flow();
+        let seg = |at_us: u64, from_local: bool, flags: u8, seq: u32, ack: u32, len: u32| Segment {
+            ts_ns: 1_000 + at_us * 1000,
+            key,
+            from: if from_local { local } else { 1 - local },
+            seq,
+            ack,
+            ifindex: 1,
+            hook: Hook::Egress,
+            flags,
+            win: 512,
+            len,
+            payload: None,
+        };
+        let (syn, ack, psh, fin) = (tcp_flag::SYN, tcp_flag::ACK, tcp_flag::PSH, tcp_flag::FIN);
+        let segments = vec![
+            seg(10, true, syn, 1000, 0, 0),
+            seg(20, false, syn | ack, 5000, 1001, 0),
+            seg(21, true, ack, 1001, 5001, 0),
+            seg(30, true, psh | ack, 1001, 5001, 37),
+            seg(40, false, psh | ack, 5001, 1038, 40),
+            seg(50, true, fin | ack, 1038, 5041, 0),
+            seg(60, false, fin | ack, 5041, 1039, 0),
+            seg(61, true, ack, 1039, 5042, 0),
+        ];
+        let mut tx = Traffic::default();
+        let mut rx = Traffic::default();
+        for sg in &segments {
+            if sg.from == local { tx.add(sg) } else { rx.add(sg) }
+        }
+        let at = |state: u8, us: u64| StateAt {
+            state: TcpState(state),
+            at_ns: us * 1000,
+        };
+        Connection {
+            sock: s.sock,
+            process: s.owner.unwrap(),
+            role: Role::Client,
+            family: s.family,
+            laddr: s.laddr,
+            lport: s.lport,
+            raddr: s.raddr,
+            rport: s.rport,
+            start_ns: 1_000,
+            duration_ns: 61_000,
+            handshake_ns: Some(20_500),
+            states: vec![
+                at(SYN_SENT, 0),
+                at(ESTABLISHED, 20),
+                at(FIN_WAIT1, 50),
+                at(FIN_WAIT2, 55),
+                at(TIME_WAIT, 60),
+            ],
+            tx,
+            rx,
+            retransmits: 0,
+            close: CloseKind::LocalFin,
+            protocol: "unknown",
+            segments,
+            segments_omitted: 0,
+            isn: (Some(1000), Some(5000)),
+            local,
         }
     }
 }

@@ -1,0 +1,316 @@
+//! TC classifier on ingress and egress: parse each TCP segment once into a
+//! family-neutral tuple, count it in its flow's record, and ship it only when
+//! it matters on its own. It never changes or drops traffic: every path
+//! returns TC_ACT_UNSPEC (TCX_NEXT), "carry on as if we were not here".
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::classifier,
+    programs::TcContext,
+};
+use tracer_common::{
+    AF_INET, AF_INET6, EventHeader, FlowKey, MAX_CAPTURE, PayloadEvent, SegmentEvent, filter, flow_mark, hook, kind,
+    tcp_flag,
+};
+
+use crate::{flow, maps};
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    let _ = on_segment(&ctx, hook::INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    let _ = on_segment(&ctx, hook::EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// A parsed TCP segment.
+struct Segment {
+    family: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    payload_off: usize,
+    payload_len: u32,
+}
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_TCP: u8 = 6;
+/// Extension headers walked before giving up on an IPv6 packet.
+const MAX_EXT_HEADERS: usize = 6;
+
+/// A bounds-checked pointer to a `T` at `off` in the packet. At least two
+/// bytes are checked: for one, LLVM turns `p + 1 > end` into `p >= end`, from
+/// which the verifier learns no safe range (no header ends a packet anyway).
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let checked = if size_of::<T>() < 2 { 2 } else { size_of::<T>() };
+    if start + off + checked > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[inline(always)]
+fn u8_at(ctx: &TcContext, off: usize) -> Option<u8> {
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { *ptr_at::<u8>(ctx, off)? })
+}
+
+#[inline(always)]
+fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
+    // SAFETY: bounds checked by ptr_at.
+    Some(u16::from_be_bytes(unsafe { *ptr_at::<[u8; 2]>(ctx, off)? }))
+}
+
+#[inline(always)]
+fn be32_at(ctx: &TcContext, off: usize) -> Option<u32> {
+    // SAFETY: bounds checked by ptr_at.
+    Some(u32::from_be_bytes(unsafe { *ptr_at::<[u8; 4]>(ctx, off)? }))
+}
+
+#[inline(always)]
+fn addr4_at(ctx: &TcContext, off: usize) -> Option<[u8; 16]> {
+    let mut a = [0u8; 16];
+    // SAFETY: bounds checked by ptr_at.
+    a[..4].copy_from_slice(&unsafe { *ptr_at::<[u8; 4]>(ctx, off)? });
+    Some(a)
+}
+
+#[inline(always)]
+fn addr6_at(ctx: &TcContext, off: usize) -> Option<[u8; 16]> {
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { *ptr_at::<[u8; 16]>(ctx, off)? })
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Option<Segment> {
+    let mut l3 = ETH_HLEN;
+    let mut proto = be16_at(ctx, 12)?;
+    if proto == ETH_P_8021Q {
+        proto = be16_at(ctx, 16)?;
+        l3 += 4;
+    }
+    let (family, saddr, daddr, l4, ip_payload) = match proto {
+        ETH_P_IP => ipv4(ctx, l3)?,
+        ETH_P_IPV6 => ipv6(ctx, l3)?,
+        _ => return None,
+    };
+    let doff = usize::from(u8_at(ctx, l4 + 12)? >> 4) * 4;
+    if doff < 20 || ip_payload < doff as u32 {
+        return None;
+    }
+    Some(Segment {
+        family,
+        saddr,
+        daddr,
+        sport: be16_at(ctx, l4)?,
+        dport: be16_at(ctx, l4 + 2)?,
+        seq: be32_at(ctx, l4 + 4)?,
+        ack: be32_at(ctx, l4 + 8)?,
+        flags: u8_at(ctx, l4 + 13)?,
+        win: be16_at(ctx, l4 + 14)?,
+        payload_off: l4 + doff,
+        payload_len: ip_payload - doff as u32,
+    })
+}
+
+/// IPv4 with options: (family, saddr, daddr, TCP offset, TCP segment length).
+#[inline(always)]
+fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u32)> {
+    let ihl = usize::from(u8_at(ctx, l3)? & 0x0f) * 4;
+    if ihl < 20 || u8_at(ctx, l3 + 9)? != IPPROTO_TCP {
+        return None;
+    }
+    // Only the first fragment carries the TCP header.
+    if be16_at(ctx, l3 + 6)? & 0x1fff != 0 {
+        return None;
+    }
+    let total = u32::from(be16_at(ctx, l3 + 2)?);
+    let seg_len = total.checked_sub(ihl as u32)?;
+    Some((
+        AF_INET,
+        addr4_at(ctx, l3 + 12)?,
+        addr4_at(ctx, l3 + 16)?,
+        l3 + ihl,
+        seg_len,
+    ))
+}
+
+/// IPv6 and a bounded walk of its extension headers.
+#[inline(always)]
+fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u32)> {
+    let payload = u32::from(be16_at(ctx, l3 + 4)?);
+    let mut next = u8_at(ctx, l3 + 6)?;
+    let mut off = l3 + 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        let len = match next {
+            IPPROTO_TCP => break,
+            // Hop-by-hop, routing, destination options: (hdr_ext_len + 1) * 8.
+            0 | 43 | 60 => (usize::from(u8_at(ctx, off + 1)?) + 1) * 8,
+            // Fragment: fixed 8 bytes; only the first fragment has the TCP header.
+            44 => {
+                if be16_at(ctx, off + 2)? & 0xfff8 != 0 {
+                    return None;
+                }
+                8
+            }
+            // Authentication header: (payload_len + 2) * 4.
+            51 => (usize::from(u8_at(ctx, off + 1)?) + 2) * 4,
+            _ => return None,
+        };
+        next = u8_at(ctx, off)?;
+        off += len;
+    }
+    if next != IPPROTO_TCP {
+        return None;
+    }
+    let seg_len = payload.checked_sub((off - l3 - 40) as u32)?;
+    Some((AF_INET6, addr6_at(ctx, l3 + 8)?, addr6_at(ctx, l3 + 24)?, off, seg_len))
+}
+
+#[inline(always)]
+fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
+    let seg = parse(ctx)?;
+    if !maps::family_traced(seg.family) || !maps::port_gate(seg.sport, seg.dport) {
+        return None;
+    }
+    let (key, from) = FlowKey::new(seg.family, seg.saddr, seg.sport, seg.daddr, seg.dport);
+    let stats = flow_for(&key, from, &seg)?;
+    flow::count(stats, from, seg.flags, seg.payload_len);
+    if seg.flags & tcp_flag::SYN != 0 {
+        // SAFETY: map value pointer, checked for null.
+        unsafe {
+            (*stats).dir[from & 1].isn = seg.seq;
+            (*stats).dir[from & 1].has_isn = 1;
+        }
+    }
+    ship(ctx, hook, &seg, &key, from, stats);
+    Some(())
+}
+
+/// The flow's record, created by the segment that opens the connection.
+/// Flows already open when the tracer started are not counted: their
+/// counters would miss everything before.
+#[inline(always)]
+fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_common::FlowStats> {
+    let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
+    if let Some(s) = flow::FLOWS.get_ptr_mut(key) {
+        if !flow::is_new_connection(s, from, seg.flags, seg.seq) {
+            return Some(s);
+        }
+    } else if !opening {
+        return None;
+    }
+    flow::FLOWS
+        .insert(key, flow::fresh(maps::capture_bytes() > 0), 0)
+        .ok()?;
+    flow::FLOWS.get_ptr_mut(key)
+}
+
+#[inline(always)]
+fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) {
+    // SAFETY: map value pointer, checked for null.
+    let marks = unsafe { (*stats).marks };
+    let filtered = maps::filters() & (filter::PIDS | filter::COMMS) != 0;
+    if filtered && marks & flow_mark::TRACED == 0 && marks & flow_mark::IGNORED != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let capture = unsafe { &raw mut (*stats).dir[from & 1].capture };
+    if seg.payload_len > 0 && unsafe { *capture } != 0 {
+        // SAFETY: as above; losing a race here ships one head twice at worst.
+        unsafe { *capture = 0 };
+        ship_payload(ctx, hook, seg, key, from);
+        return;
+    }
+    let dialog = seg.flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0;
+    let late = marks & flow_mark::CLOSED != 0;
+    if dialog || late || maps::filters() & filter::ALL_SEGMENTS != 0 {
+        ship_segment(ctx, hook, seg, key, from);
+    }
+}
+
+#[inline(always)]
+fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, k: u32) -> SegmentEvent {
+    SegmentEvent {
+        // SAFETY: no preconditions.
+        header: EventHeader {
+            kind: k,
+            _pad: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        key: *key,
+        seq: seg.seq,
+        ack: seg.ack,
+        // SAFETY: the context's skb is valid for the program's run.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        len: seg.payload_len,
+        win: seg.win,
+        flags: seg.flags,
+        hook,
+        from: from as u8,
+        _pad: [0],
+        captured: 0,
+    }
+}
+
+#[inline(always)]
+fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize) {
+    let Some(mut entry) = maps::EVENTS.reserve::<SegmentEvent>(0) else {
+        maps::count_drop();
+        return;
+    };
+    entry.write(segment_event(ctx, hook, seg, key, from, kind::SEGMENT));
+    entry.submit(maps::submit_flags());
+}
+
+#[inline(always)]
+fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize) {
+    let Some(mut entry) = maps::EVENTS.reserve::<PayloadEvent>(0) else {
+        maps::count_drop();
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    let want = core::cmp::min(seg.payload_len as usize, maps::capture_bytes());
+    let mut captured = 0u16;
+    if want > 0 && want <= MAX_CAPTURE {
+        // Reloaded opaquely and masked, so the verifier sees it in
+        // 1..=MAX_CAPTURE (a power of two); otherwise the compiler folds the
+        // mask away and the verifier sees a possible zero.
+        // SAFETY: a local's address.
+        let opaque = unsafe { core::ptr::read_volatile(&want) };
+        let want = ((opaque.wrapping_sub(1)) & (MAX_CAPTURE - 1)) + 1;
+        // SAFETY: `p` is a reserved PayloadEvent and `want` fits its buffer;
+        // the helper fails cleanly if the packet is shorter.
+        let rc = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb.cast(),
+                seg.payload_off as u32,
+                (*p).data.as_mut_ptr().cast(),
+                want as u32,
+            )
+        };
+        if rc == 0 {
+            captured = want as u16;
+        }
+    }
+    let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD);
+    head.captured = captured;
+    // SAFETY: `p` is a reserved PayloadEvent.
+    unsafe { (*p).segment = head };
+    entry.submit(maps::submit_flags());
+}

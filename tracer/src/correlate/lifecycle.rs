@@ -1,0 +1,175 @@
+//! One socket's life as it unfolds: transitions, then the close and its
+//! counters, then segments that come after the close.
+use tracer_common::{FlowStats, tcp_flag, tcp_state};
+
+use crate::{
+    connection::{CloseKind, Connection, Role, StateAt, Traffic},
+    event::{Close, Process, Segment, StateChange},
+    state::TcpState,
+};
+
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    /// The latest transition: endpoints fill in as the socket binds.
+    pub last: StateChange,
+    pub owner: Option<Process>,
+    pub role: Option<Role>,
+    /// States entered, with kernel timestamps.
+    pub states: Vec<(TcpState, u64)>,
+    /// Set by the close event: its timestamp and the flow's counters then.
+    pub closed: Option<(u64, Option<FlowStats>)>,
+    /// The flow this socket's segments belong to, once its ports are known.
+    pub flow: Option<tracer_common::FlowKey>,
+}
+
+/// What this socket's first transition says about how it was born. Sockets
+/// first seen mid-life (open before the tracer started, or evicted) get none.
+fn role_of(first: &StateChange) -> Option<Role> {
+    match (first.old.0, first.new.0) {
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) => Some(Role::Client),
+        // An accepted socket is born by cloning its listener.
+        (tcp_state::LISTEN, tcp_state::SYN_RECV) => Some(Role::Server),
+        _ => None,
+    }
+}
+
+impl Lifecycle {
+    pub fn new(first: &StateChange) -> Self {
+        Self {
+            last: *first,
+            owner: first.owner,
+            role: role_of(first),
+            states: Vec::new(),
+            closed: None,
+            flow: None,
+        }
+    }
+
+    pub fn is_listener(&self) -> bool {
+        self.last.new.0 == tcp_state::LISTEN || self.last.old.0 == tcp_state::LISTEN && self.role.is_none()
+    }
+
+    pub fn on_state(&mut self, s: &StateChange) {
+        // Ownership is taken only in process context by the kernel; an owner
+        // once known is never replaced by a later, softirq-time guess.
+        if self.owner.is_none() {
+            self.owner = s.owner;
+        }
+        if self.states.len() < MAX_STATES {
+            self.states.push((s.new, s.ts_ns));
+        }
+        self.last = *s;
+    }
+
+    pub fn on_close(&mut self, c: &Close) {
+        self.on_state(&c.state);
+        self.closed = Some((c.state.ts_ns, c.stats));
+    }
+
+    pub fn start_ns(&self, syn_rx: Option<u64>) -> u64 {
+        let first = self.states.first().map_or(self.last.ts_ns, |s| s.1);
+        match self.role {
+            Some(Role::Server) => syn_rx.map_or(first, |t| t.min(first)),
+            _ => first,
+        }
+    }
+
+    /// The record of this socket. `stats` are the flow's counters (from the
+    /// close event, or read at exit), `late` the segments that came after them.
+    pub fn connection(&self, role: Role, view: View<'_>) -> Connection {
+        let (_, local) = self.last.flow();
+        let pick = |s: &FlowStats, i: usize| Traffic::from_kernel(&s.dir[i]);
+        let (mut tx, mut rx) = view
+            .stats
+            .map_or_else(Default::default, |s| (pick(s, local), pick(s, 1 - local)));
+        for seg in view.late {
+            if seg.from == local { tx.add(seg) } else { rx.add(seg) }
+        }
+        let syn_rx = view
+            .segments
+            .iter()
+            .find(|s| s.from != local && s.flags & tcp_flag::SYN != 0);
+        let start = self.start_ns(syn_rx.map(|s| s.ts_ns));
+        let end = self.closed.map_or(view.now_ns, |c| c.0).max(start);
+        let close = if view.open_at_exit {
+            CloseKind::OpenAtExit
+        } else {
+            crate::correlate::close::classify(role, &self.states, &tx, &rx, view.segments, local)
+        };
+        let isn = |i: usize| view.stats.and_then(|s| (s.dir[i].has_isn != 0).then_some(s.dir[i].isn));
+        Connection {
+            sock: self.last.sock,
+            process: self.owner.unwrap_or(self.last.current),
+            role,
+            family: self.last.family,
+            laddr: self.last.laddr,
+            lport: self.last.lport,
+            raddr: self.last.raddr,
+            rport: self.last.rport,
+            start_ns: start,
+            duration_ns: end - start,
+            handshake_ns: self.established_ns().map(|t| t.saturating_sub(start)),
+            states: self.timeline(start, &rx, close),
+            retransmits: view.stats.map_or(0, |s| u64::from(s.dir[local].retransmits)),
+            tx,
+            rx,
+            close,
+            protocol: "unknown",
+            segments: Vec::new(),
+            segments_omitted: 0,
+            isn: (isn(local), isn(1 - local)),
+            local,
+        }
+    }
+
+    fn established_ns(&self) -> Option<u64> {
+        self.states
+            .iter()
+            .find(|s| s.0.0 == tcp_state::ESTABLISHED)
+            .map(|s| s.1)
+    }
+
+    /// The states entered, relative to `start`. The kernel reports
+    /// FIN_WAIT2 -> CLOSE (or CLOSING -> CLOSE) when a socket that received the
+    /// peer's FIN hands the connection over to a timewait socket: the
+    /// connection itself then sits in TIME_WAIT, which is what we show.
+    fn timeline(&self, start: u64, rx: &Traffic, close: CloseKind) -> Vec<StateAt> {
+        let handover = matches!(close, CloseKind::LocalFin)
+            && rx.with(tcp_flag::FIN) > 0
+            && rx.with(tcp_flag::RST) == 0
+            && self.states.len() >= 2
+            && matches!(
+                self.states[self.states.len() - 2].0.0,
+                tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING
+            );
+        let n = self.states.len();
+        self.states
+            .iter()
+            .enumerate()
+            .map(|(i, &(state, ts))| {
+                let state = if handover && i == n - 1 && state.0 == tcp_state::CLOSE {
+                    TcpState(tcp_state::TIME_WAIT)
+                } else {
+                    state
+                };
+                StateAt {
+                    state,
+                    at_ns: ts.saturating_sub(start),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the correlator knows beyond the lifecycle when it builds the record.
+pub struct View<'a> {
+    pub stats: Option<&'a FlowStats>,
+    pub late: &'a [Segment],
+    pub segments: &'a [Segment],
+    pub open_at_exit: bool,
+    pub now_ns: u64,
+}
+
+/// A socket passes through a dozen states at most; more means a bug or an
+/// attack, and memory stays bounded either way.
+const MAX_STATES: usize = 32;
