@@ -36,13 +36,18 @@ impl Tracer {
             .spawn()
             .expect("start tracer");
         let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).expect("read tracer's stderr");
-        if !first.contains("tracing TCP connections") {
-            let _ = child.kill();
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            panic!("tracer did not start: {first}{rest}");
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if err.read_line(&mut line).expect("read tracer's stderr") == 0 {
+                let _ = child.kill();
+                panic!("tracer did not start: {seen}");
+            }
+            if line.contains("tracing TCP connections") {
+                break;
+            }
+            eprint!("{line}");
+            seen.push_str(&line);
         }
         thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -210,6 +215,8 @@ pub fn free_port() -> u16 {
 /// Dropping it deletes the namespace, and with it the veth pair.
 pub struct NetNs {
     pub name: String,
+    /// The veth end in the host's namespace.
+    pub host_iface: String,
     pub host_v4: String,
     pub ns_v4: String,
     pub host_v6: String,
@@ -235,6 +242,7 @@ impl NetNs {
             .status();
         let ns = NetNs {
             name: name.clone(),
+            host_iface: host.clone(),
             host_v4: format!("10.199.{n}.1"),
             ns_v4: format!("10.199.{n}.2"),
             host_v6: format!("fd00:199:{n}::1"),
@@ -282,6 +290,20 @@ pub fn enter_netns(name: &str) {
     // SAFETY: a valid namespace fd; setns affects only this thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// The tracer's programs as `bpftool` names them (the kernel keeps 15 bytes).
+pub const OUR_PROGRAMS: [&str; 4] = ["inet_sock_set_s", "tcp_retransmit_", "tc_ingress", "tc_egress"];
+
+/// The tracer's classifiers attached to an interface through TCX, ingress and
+/// egress, by the kernel's own account.
+pub fn tcx_links(iface: &str) -> usize {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    [TcAttachType::Ingress, TcAttachType::Egress]
+        .into_iter()
+        .flat_map(|t| SchedClassifier::query_tcx(iface, t).expect("query TCX").1)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("tc_")))
+        .count()
 }
 
 /// Names of BPF programs loaded right now, by the kernel's own account.
