@@ -2,6 +2,8 @@
 //! network namespaces that are removed even when a test fails.
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod capture;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -319,4 +321,40 @@ pub fn loaded_programs() -> String {
 /// This test process's comm for a thread name (the kernel keeps 15 bytes).
 pub fn comm(name: &str) -> &str {
     &name[..name.len().min(15)]
+}
+
+/// Connection records, by the local and remote port of their socket.
+pub fn connection(records: &[Value], lport: u16, rport: u16) -> &Value {
+    of_type(records, "connection")
+        .into_iter()
+        .find(|r| r["lport"] == lport && r["rport"] == rport)
+        .unwrap_or_else(|| panic!("no connection record {lport} -> {rport}"))
+}
+
+/// The state names of a connection record's timeline.
+pub fn timeline(conn: &Value) -> Vec<&str> {
+    conn["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that a connection record's direction (`tx` or `rx`) matches the
+/// captured segments from `from` to `to`, and carried `bytes` of payload.
+pub fn assert_direction(conn: &Value, dir: &str, captured: &[capture::Captured], from: u16, to: u16, bytes: u64) {
+    let (packets, cap_bytes, flags) = capture::direction(captured, from, to);
+    assert_eq!(
+        cap_bytes, bytes,
+        "capture {from}->{to} carried {cap_bytes} bytes, the test sent {bytes}"
+    );
+    assert_eq!(conn["bytes"][dir], bytes, "{dir} bytes of {conn}");
+    assert_eq!(conn["packets"][dir], packets, "{dir} packets of {conn}");
+    for (i, name) in ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(conn["flags"][dir][name], flags[i], "{dir} {name} count of {conn}");
+    }
 }

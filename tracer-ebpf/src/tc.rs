@@ -139,7 +139,12 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u
     if be16_at(ctx, l3 + 6)? & 0x1fff != 0 {
         return None;
     }
-    let total = u32::from(be16_at(ctx, l3 + 2)?);
+    let total = match u32::from(be16_at(ctx, l3 + 2)?) {
+        // BIG TCP: a GSO packet over 64 KiB (loopback allows 512 KiB) has no
+        // room for its length in the header, which is then 0; the skb knows it.
+        0 => ctx.len().checked_sub(l3 as u32)?,
+        n => n,
+    };
     let seg_len = total.checked_sub(ihl as u32)?;
     Some((
         AF_INET,
@@ -153,7 +158,11 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u
 /// IPv6 and a bounded walk of its extension headers.
 #[inline(always)]
 fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u32)> {
-    let payload = u32::from(be16_at(ctx, l3 + 4)?);
+    let payload = match u32::from(be16_at(ctx, l3 + 4)?) {
+        // BIG TCP, as for IPv4: the length lives in the skb only.
+        0 => ctx.len().checked_sub(l3 as u32 + 40)?,
+        n => n,
+    };
     let mut next = u8_at(ctx, l3 + 6)?;
     let mut off = l3 + 40;
     for _ in 0..MAX_EXT_HEADERS {
@@ -182,9 +191,25 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u
     Some((AF_INET6, addr6_at(ctx, l3 + 8)?, addr6_at(ctx, l3 + 24)?, off, seg_len))
 }
 
+/// Headers this deep are enough for every segment we parse.
+const PULL_BYTES: u32 = 128;
+
 #[inline(always)]
 fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
-    let seg = parse(ctx)?;
+    let seg = match parse(ctx) {
+        Some(seg) => seg,
+        None => {
+            // A segment whose headers are not all in the linear area (large
+            // sends are built from page fragments): make them linear, which
+            // moves bytes within the skb but changes nothing on the wire.
+            let linear = (ctx.data_end() - ctx.data()) as u32;
+            if linear >= ctx.len() || linear >= PULL_BYTES {
+                return None;
+            }
+            ctx.pull_data(core::cmp::min(ctx.len(), PULL_BYTES)).ok()?;
+            parse(ctx)?
+        }
+    };
     if !maps::family_traced(seg.family) || !maps::port_gate(seg.sport, seg.dport) {
         return None;
     }

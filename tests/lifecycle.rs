@@ -1,0 +1,479 @@
+//! End-to-end: connection records against the traffic the test made and a
+//! packet capture of it, per socket and per direction.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use common::{capture::Capture, *};
+use serde_json::Value;
+
+const ME: fn() -> u32 = std::process::id;
+
+/// The client's and the server's record of one connection, checked against
+/// what was sent and what the capture saw.
+struct Expect<'a> {
+    client: SocketAddr,
+    port: u16,
+    request_bytes: u64,
+    response_bytes: u64,
+    client_states: &'a [&'a str],
+    server_states: &'a [&'a str],
+    client_close: &'a str,
+    server_close: &'a str,
+}
+
+fn check(records: &[Value], captured: &[common::capture::Captured], e: &Expect) {
+    let cport = e.client.port();
+    let c = connection(records, cport, e.port);
+    let s = connection(records, e.port, cport);
+    assert_eq!(c["role"], "client", "{c}");
+    assert_eq!(s["role"], "server", "{s}");
+    assert_eq!(timeline(c), e.client_states, "client timeline {c}");
+    assert_eq!(timeline(s), e.server_states, "server timeline {s}");
+    assert_eq!(c["close"], e.client_close, "{c}");
+    assert_eq!(s["close"], e.server_close, "{s}");
+    for (r, comm) in [(c, "e2e-client"), (s, "e2e-server")] {
+        assert_eq!(r["pid"], ME(), "{r}");
+        assert_eq!(r["comm"], comm, "{r}");
+        assert!(r["handshake_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["duration_us"].as_f64().unwrap() >= r["handshake_us"].as_f64().unwrap(),
+            "{r}"
+        );
+        assert_eq!(r["retransmits"], 0, "{r}");
+        assert_eq!(r["protocol"], "unknown");
+    }
+    assert_direction(c, "tx", captured, cport, e.port, e.request_bytes);
+    assert_direction(c, "rx", captured, e.port, cport, e.response_bytes);
+    assert_direction(s, "tx", captured, e.port, cport, e.response_bytes);
+    assert_direction(s, "rx", captured, cport, e.port, e.request_bytes);
+}
+
+const ACTIVE_CLOSE: &[&str] = &["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"];
+const PASSIVE_CLOSE: &[&str] = &["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
+const REQ: u64 = REQUEST.len() as u64;
+const RESP: u64 = RESPONSE.len() as u64;
+
+/// Several requests on one connection; the client closes first.
+fn keep_alive(listener: &TcpListener, to: SocketAddr, requests: usize) -> SocketAddr {
+    let l = listener.try_clone().unwrap();
+    let server = thread::Builder::new()
+        .name("e2e-server".into())
+        .spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            for _ in 0..requests {
+                let mut req = vec![0u8; REQUEST.len()];
+                s.read_exact(&mut req).unwrap();
+                s.write_all(RESPONSE).unwrap();
+            }
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+        })
+        .unwrap();
+    let local = on_thread("e2e-client", move || {
+        let mut s = TcpStream::connect(to).unwrap();
+        for _ in 0..requests {
+            s.write_all(REQUEST).unwrap();
+            let mut resp = vec![0u8; RESPONSE.len()];
+            s.read_exact(&mut resp).unwrap();
+        }
+        s.local_addr().unwrap()
+    });
+    server.join().unwrap();
+    local
+}
+
+/// SO_LINGER 0: close() sends RST instead of FIN.
+fn set_linger_zero(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// A request and response, then the client aborts with a reset.
+fn abort(listener: &TcpListener, to: SocketAddr) -> SocketAddr {
+    let l = listener.try_clone().unwrap();
+    let server = thread::Builder::new()
+        .name("e2e-server".into())
+        .spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = vec![0u8; REQUEST.len()];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(RESPONSE).unwrap();
+            let mut rest = Vec::new();
+            let err = s.read_to_end(&mut rest).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        })
+        .unwrap();
+    let local = on_thread("e2e-client", move || {
+        let mut s = TcpStream::connect(to).unwrap();
+        s.write_all(REQUEST).unwrap();
+        let mut resp = vec![0u8; RESPONSE.len()];
+        s.read_exact(&mut resp).unwrap();
+        set_linger_zero(&s);
+        s.local_addr().unwrap()
+    });
+    server.join().unwrap();
+    local
+}
+
+/// Every kind of ending, under one tracer and one capture.
+fn endings(server_ip: IpAddr, netns: Option<&NetNs>, capture_iface: &str) {
+    let (port, refused_port) = (free_port(), free_port());
+    let tracer = Tracer::start(&["--port", &format!("{port},{refused_port}")]);
+    let capture = Capture::start(capture_iface, &[port, refused_port], server_ip);
+    let listener = listen(SocketAddr::new(server_ip, port), netns);
+    let to = SocketAddr::new(server_ip, port);
+    let client_first = exchange(&listener, to, Closer::Client);
+    let server_first = exchange(&listener, to, Closer::Server);
+    let kept_alive = keep_alive(&listener, to, 3);
+    let aborted = abort(&listener, to);
+    on_thread("e2e-client", move || {
+        let err = TcpStream::connect(SocketAddr::new(server_ip, refused_port)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+    drop(listener);
+    let captured = capture.stop();
+    let records = tracer.stop();
+
+    let base = Expect {
+        client: client_first,
+        port,
+        request_bytes: REQ,
+        response_bytes: RESP,
+        client_states: ACTIVE_CLOSE,
+        server_states: PASSIVE_CLOSE,
+        client_close: "local_fin",
+        server_close: "remote_fin",
+    };
+    check(&records, &captured, &base);
+    check(
+        &records,
+        &captured,
+        &Expect {
+            client: server_first,
+            client_states: PASSIVE_CLOSE_CLIENT,
+            server_states: ACTIVE_CLOSE_SERVER,
+            client_close: "remote_fin",
+            server_close: "local_fin",
+            ..base
+        },
+    );
+    check(
+        &records,
+        &captured,
+        &Expect {
+            client: kept_alive,
+            request_bytes: 3 * REQ,
+            response_bytes: 3 * RESP,
+            ..base
+        },
+    );
+    check(
+        &records,
+        &captured,
+        &Expect {
+            client: aborted,
+            client_states: &["SYN_SENT", "ESTABLISHED", "CLOSE"],
+            server_states: &["SYN_RECV", "ESTABLISHED", "CLOSE"],
+            client_close: "local_rst",
+            server_close: "remote_rst",
+            ..base
+        },
+    );
+    let refused: Vec<&Value> = of_type(&records, "connection")
+        .into_iter()
+        .filter(|r| r["rport"] == refused_port)
+        .collect();
+    assert_eq!(refused.len(), 1, "one socket, the client's");
+    let r = refused[0];
+    assert_eq!(
+        (r["role"].as_str(), r["close"].as_str()),
+        (Some("client"), Some("refused"))
+    );
+    assert_eq!(timeline(r), ["SYN_SENT", "CLOSE"]);
+    assert_eq!(r["handshake_us"], Value::Null);
+    let lport = r["lport"].as_u64().unwrap() as u16;
+    assert_direction(r, "tx", &captured, lport, refused_port, 0);
+    assert_direction(r, "rx", &captured, refused_port, lport, 0);
+    assert_eq!(r["flags"]["rx"]["RST"], 1);
+
+    // Four connections make eight sockets, plus the refused client.
+    assert_eq!(of_type(&records, "connection").len(), 9);
+    let s = summary(&records);
+    assert_eq!(s["connections"], 9);
+    assert_eq!((s["dropped"].as_u64(), s["evicted"].as_u64()), (Some(0), Some(0)));
+}
+
+const PASSIVE_CLOSE_CLIENT: &[&str] = &["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];
+const ACTIVE_CLOSE_SERVER: &[&str] = &["SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"];
+
+#[test]
+fn endings_on_loopback_ipv4() {
+    endings("127.0.0.1".parse().unwrap(), None, "lo");
+}
+
+#[test]
+fn endings_on_loopback_ipv6() {
+    endings("::1".parse().unwrap(), None, "lo");
+}
+
+#[test]
+fn endings_across_namespaces_ipv4() {
+    let ns = NetNs::new();
+    endings(ns.ns_v4.parse().unwrap(), Some(&ns), &ns.host_iface.clone());
+}
+
+#[test]
+fn endings_across_namespaces_ipv6() {
+    let ns = NetNs::new();
+    endings(ns.ns_v6.parse().unwrap(), Some(&ns), &ns.host_iface.clone());
+}
+
+/// This test binary, run again as a separate server process named
+/// `e2e-httpd`: it answers each request on `port` and closes first.
+fn spawn_server_process(port: u16, connections: usize) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "server_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("E2E_SERVE", format!("{port}:{connections}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It prints "listening" once its socket is bound; the rest of its output
+    // is drained so that it never writes to a closed pipe.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "server process died"
+        );
+    }
+    thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+/// Not a test: the body of `spawn_server_process`.
+#[test]
+#[ignore]
+fn server_process() {
+    let Ok(spec) = std::env::var("E2E_SERVE") else { return };
+    let (port, n) = spec.split_once(':').unwrap();
+    // The process's name (its main thread's, which /proc shows) and this
+    // thread's, which the kernel reports for what this thread does.
+    std::fs::write("/proc/self/comm", "e2e-httpd").unwrap();
+    let name = std::ffi::CString::new("e2e-httpd").unwrap();
+    // SAFETY: a valid NUL-terminated name for the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    let l = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    println!("listening");
+    for _ in 0..n.parse::<usize>().unwrap() {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .unwrap();
+    }
+}
+
+fn curl(port: u16) -> u32 {
+    let child = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/")])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    pid
+}
+
+#[test]
+fn a_server_that_closes_first_is_attributed_to_itself() {
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let mut server = spawn_server_process(port, 1);
+    let curl_pid = curl(port);
+    assert!(server.wait().unwrap().success());
+    let records = tracer.stop();
+    let conns = of_type(&records, "connection");
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    let s = conns.iter().find(|r| r["role"] == "server").unwrap();
+    let c = conns.iter().find(|r| r["role"] == "client").unwrap();
+    // The server's close runs in its own process; its last ACK arrives in
+    // softirq on whatever task runs: neither may steal the socket.
+    assert_eq!(
+        (s["pid"].as_u64(), s["comm"].as_str()),
+        (Some(server.id().into()), Some("e2e-httpd"))
+    );
+    assert_eq!(
+        (c["pid"].as_u64(), c["comm"].as_str()),
+        (Some(curl_pid.into()), Some("curl"))
+    );
+    assert_eq!(s["close"], "local_fin");
+    assert_eq!(c["close"], "remote_fin");
+    assert_eq!(timeline(s), ACTIVE_CLOSE_SERVER);
+}
+
+/// `--pid` and `--comm` of a server that was listening before the tracer
+/// started: the sockets it accepts afterwards are its own, the clients' and
+/// other processes' are not.
+#[test]
+fn pid_and_comm_filters_follow_sockets_accepted_later() {
+    for by_comm in [false, true] {
+        let port = free_port();
+        let mut server = spawn_server_process(port, 2);
+        let filter = if by_comm {
+            ["--comm".to_string(), "e2e-httpd".to_string()]
+        } else {
+            ["--pid".to_string(), server.id().to_string()]
+        };
+        let tracer = Tracer::start(&[filter[0].as_str(), filter[1].as_str()]);
+        let other = listen("127.0.0.1:0".parse().unwrap(), None);
+        exchange(&other, other.local_addr().unwrap(), Closer::Client);
+        curl(port);
+        curl(port);
+        assert!(server.wait().unwrap().success());
+        let records = tracer.stop();
+        let conns = of_type(&records, "connection");
+        assert_eq!(conns.len(), 2, "only the server's two accepted sockets: {conns:?}");
+        for c in conns {
+            assert_eq!(c["role"], "server");
+            assert_eq!(c["pid"], server.id());
+            assert_eq!(c["comm"], "e2e-httpd");
+            assert_eq!(c["lport"], port);
+            assert_eq!(timeline(c), ACTIVE_CLOSE_SERVER);
+        }
+    }
+}
+
+#[test]
+fn a_100_mib_transfer_is_counted_exactly_and_costs_the_ring_little() {
+    const TOTAL: usize = 100 << 20;
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut sink = Vec::with_capacity(TOTAL);
+        s.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    let client = on_thread("e2e-client", move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..100 {
+            s.write_all(&chunk).unwrap();
+        }
+        s.local_addr().unwrap()
+    });
+    assert_eq!(server.join().unwrap(), TOTAL);
+    let records = tracer.stop();
+    let c = connection(&records, client.port(), port);
+    let s = connection(&records, port, client.port());
+    assert_eq!(c["bytes"]["tx"], TOTAL);
+    assert_eq!(c["bytes"]["rx"], 0);
+    assert_eq!(s["bytes"]["rx"], TOTAL);
+    assert_eq!(c["packets"]["tx"], s["packets"]["rx"]);
+    assert_eq!(c["packets"]["rx"], s["packets"]["tx"]);
+    // Two sockets of 2 KiB each at most, plus the capture window: one payload
+    // head in the one direction that carried data.
+    let ring = summary(&records)["ring_bytes"].as_u64().unwrap();
+    let capture_window = 8 + 80 + 512;
+    assert!(
+        ring <= 2 * 2048 + capture_window,
+        "{ring} bytes crossed the ring buffer"
+    );
+}
+
+#[test]
+fn sockets_still_open_at_exit_are_reported_with_their_counters() {
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let mut client = on_thread("e2e-client", move || TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let (mut accepted, _) = listener.accept().unwrap();
+    client.write_all(REQUEST).unwrap();
+    let mut req = vec![0u8; REQUEST.len()];
+    accepted.read_exact(&mut req).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let records = tracer.stop();
+    let lport = client.local_addr().unwrap().port();
+    let c = connection(&records, lport, port);
+    let s = connection(&records, port, lport);
+    for r in [c, s] {
+        assert_eq!(r["close"], "open_at_exit", "{r}");
+        assert_eq!(timeline(r).last(), Some(&"ESTABLISHED"));
+    }
+    assert_eq!(c["bytes"]["tx"], REQ);
+    assert_eq!(s["bytes"]["rx"], REQ);
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn over_the_socket_cap_the_oldest_are_evicted_counted_and_memory_stays_flat() {
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--max-sockets", "16"]);
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let round = || {
+        let clients: Vec<TcpStream> = (0..100)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let accepted: Vec<TcpStream> = (0..100).map(|_| listener.accept().unwrap().0).collect();
+        thread::sleep(Duration::from_millis(50));
+        drop(clients);
+        drop(accepted);
+        thread::sleep(Duration::from_millis(150));
+    };
+    for _ in 0..3 {
+        round();
+    }
+    let settled = rss_kib(tracer.pid());
+    for _ in 0..10 {
+        round();
+    }
+    let after = rss_kib(tracer.pid());
+    let records = tracer.stop();
+    let s = summary(&records);
+    // 200 sockets a round, 16 tracked at once.
+    assert!(s["evicted"].as_u64().unwrap() >= 13 * (200 - 16), "{s}");
+    assert!(
+        after <= settled + 1024,
+        "resident memory grew from {settled} KiB to {after} KiB"
+    );
+}
