@@ -477,3 +477,143 @@ fn over_the_socket_cap_the_oldest_are_evicted_counted_and_memory_stays_flat() {
         "resident memory grew from {settled} KiB to {after} KiB"
     );
 }
+
+/// Both ends shut down at once, released by a barrier on two CPUs: when the
+/// FINs cross, each socket goes FIN_WAIT1 -> CLOSING, and each closed first.
+/// The race is won by some attempts only; the first that did is checked.
+#[test]
+fn a_simultaneous_close_ends_local_fin_on_both_sides() {
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let capture = Capture::start("lo", &[port], "127.0.0.1".parse().unwrap());
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        clients.push(client.local_addr().unwrap());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let shut = |s: TcpStream| {
+            let b = barrier.clone();
+            thread::spawn(move || {
+                b.wait();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                s
+            })
+        };
+        let (a, b) = (shut(client), shut(server));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        thread::sleep(Duration::from_millis(2));
+        drop((a, b));
+    }
+    drop(listener);
+    let captured = capture.stop();
+    let records = tracer.stop();
+    let crossed = clients.iter().find(|c| {
+        timeline(connection(&records, c.port(), port)).contains(&"CLOSING")
+            && timeline(connection(&records, port, c.port())).contains(&"CLOSING")
+    });
+    let client = crossed.expect("no attempt closed simultaneously");
+    let c = connection(&records, client.port(), port);
+    let s = connection(&records, port, client.port());
+    assert_eq!(
+        timeline(c),
+        ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "CLOSING", "TIME_WAIT"]
+    );
+    assert_eq!(
+        timeline(s),
+        ["SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "CLOSING", "TIME_WAIT"]
+    );
+    for r in [c, s] {
+        assert_eq!(r["close"], "local_fin", "{r}");
+        assert_eq!(r["flags"]["tx"]["FIN"], 1, "{r}");
+        assert_eq!(r["flags"]["rx"]["FIN"], 1, "{r}");
+    }
+    assert_direction(c, "tx", &captured, client.port(), port, 0);
+    assert_direction(c, "rx", &captured, port, client.port(), 0);
+    assert_direction(s, "tx", &captured, port, client.port(), 0);
+    assert_direction(s, "rx", &captured, client.port(), port, 0);
+}
+
+#[test]
+fn local_and_remote_port_filters_pick_one_side() {
+    let port = free_port();
+    for (flag, role) in [("-L", "server"), ("-D", "client")] {
+        let tracer = Tracer::start(&[flag, &port.to_string()]);
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+        exchange(&listener, listener.local_addr().unwrap(), Closer::Client);
+        drop(listener);
+        let records = tracer.stop();
+        let conns = of_type(&records, "connection");
+        assert_eq!(conns.len(), 1, "{flag}: {conns:?}");
+        assert_eq!(conns[0]["role"], role, "{flag}");
+        assert_eq!(conns[0][if role == "server" { "lport" } else { "rport" }], port);
+    }
+}
+
+#[test]
+fn diagrams_draw_every_segment_of_a_real_exchange() {
+    let port = free_port();
+    let mut tracer = Command::new(TRACER)
+        .args(["--diagram", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("tracing TCP connections"), "{line}");
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let client = exchange(&listener, listener.local_addr().unwrap(), Closer::Client);
+    thread::sleep(Duration::from_millis(150));
+    signal(tracer.id(), libc::SIGINT);
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let title = format!("connection 127.0.0.1:{} <-> 127.0.0.1:{port}: client", client.port());
+    let start = text
+        .find(&title)
+        .unwrap_or_else(|| panic!("no diagram {title} in\n{text}"));
+    let ladder: Vec<&str> = text[start..].lines().take_while(|l| !l.is_empty()).collect();
+    let arrows: Vec<&str> = ladder
+        .iter()
+        .filter(|l| l.contains("|-- ") || l.contains("|<- "))
+        .copied()
+        .collect();
+    let expect = [
+        "|-- SYN seq=0 ",
+        "|<- SYN,ACK seq=0 ack=1 ",
+        "|-- ACK seq=1 ack=1 ",
+        &format!("|-- PSH,ACK seq=1 ack=1 len={} ", REQUEST.len()),
+    ];
+    for (arrow, want) in arrows.iter().zip(expect) {
+        assert!(
+            arrow.contains(want),
+            "{arrow:?} should show {want:?}\n{}",
+            ladder.join("\n")
+        );
+    }
+    assert!(arrows.iter().any(|a| a.contains(&format!(
+        "<- PSH,ACK seq=1 ack={} len={}",
+        REQUEST.len() + 1,
+        RESPONSE.len()
+    ))));
+    assert!(arrows.iter().any(|a| a.contains("|-- FIN,ACK")));
+    assert!(arrows.iter().any(|a| a.contains("|<- FIN,ACK")));
+    for state in ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"] {
+        assert!(
+            ladder.iter().any(|l| l.contains(&format!("  {state} "))),
+            "{state} missing\n{}",
+            ladder.join("\n")
+        );
+    }
+}
+
+#[test]
+fn an_unknown_interface_is_an_error() {
+    let out = Command::new(TRACER).args(["--iface", "nosuch0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim(), "tracer: unknown interface nosuch0");
+}
