@@ -617,3 +617,19 @@ fn an_unknown_interface_is_an_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim(), "tracer: unknown interface nosuch0");
 }
+
+#[test]
+fn family_filters_keep_one_family() {
+    for (flag, family) in [("-4", "ipv4"), ("-6", "ipv6")] {
+        let port = free_port();
+        let tracer = Tracer::start(&[flag, "--port", &port.to_string()]);
+        for ip in ["127.0.0.1", "::1"] {
+            let listener = listen(SocketAddr::new(ip.parse().unwrap(), port), None);
+            exchange(&listener, listener.local_addr().unwrap(), Closer::Client);
+        }
+        let records = tracer.stop();
+        let conns = of_type(&records, "connection");
+        assert_eq!(conns.len(), 2, "{flag}: {conns:?}");
+        assert!(conns.iter().all(|c| c["family"] == family), "{flag}: {conns:?}");
+    }
+}

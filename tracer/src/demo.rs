@@ -49,10 +49,8 @@ pub async fn run(args: OutputArgs) -> Result<()> {
     out.note("demo-client and demo-server are this process's threads.")?;
     out.header()?;
 
-    let listener = step(&mut session, "the server starts listening", move || {
-        on_thread("demo-server", move || TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
-    })
-    .await?;
+    let listener = on_thread("demo-server", move || TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+        .context("the demo server cannot listen")?;
     let addr = listener.local_addr()?;
     let l = listener.try_clone()?;
     step(
@@ -81,13 +79,7 @@ pub async fn run(args: OutputArgs) -> Result<()> {
         },
     )
     .await?;
-    step(&mut session, "the server stops listening", move || {
-        on_thread("demo-server", move || {
-            drop(listener);
-            Ok(())
-        })
-    })
-    .await?;
+    drop(listener);
     session.finish()?;
     Ok(())
 }
