@@ -1,4 +1,5 @@
 //! `cargo xtask`: build the kernel programs and the tracer, run it, test it.
+mod bench;
 mod build;
 mod setup;
 
@@ -25,6 +26,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure tracer beside tcplife and tcpstates (as root): storm, CPU, memory, bulk.
+    Bench {
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// ABBA rounds of each comparison.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of each connection storm.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
+    /// (used by bench) hold N connections to PORT open until stdin closes.
+    #[command(hide = true)]
+    Hold { port: u16, n: usize },
     /// Build, then run lint checks and the whole test suite (as root).
     Test {
         /// Extra arguments passed to `cargo test` after `--`.
@@ -49,6 +65,20 @@ fn run(cli: Cli) -> Result<()> {
             let bin = build::workspace_root().join("target/release/tracer");
             status(as_root(bin.as_os_str()).args(&args))
         }
+        Task::Bench { json, rounds, secs } => {
+            build::all()?;
+            setup::ensure_bench_tools()?;
+            let tracer = build::workspace_root().join("target/release/tracer");
+            bench::run(
+                &bench::Options {
+                    json,
+                    rounds,
+                    storm_secs: secs,
+                },
+                &tracer,
+            )
+        }
+        Task::Hold { port, n } => bench::hold::serve(port, n),
         Task::Test { args } => {
             build::all()?;
             setup::ensure_test_tools()?;

@@ -87,18 +87,34 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
+/// The peers the benchmark measures against, and what reads BPF statistics.
+const BENCH_TOOLS: &[(&str, &str)] = &[
+    ("tcplife", "libbpf-tools"),
+    ("tcpstates", "libbpf-tools"),
+    ("bpftool", "bpftool"),
+];
+
 /// Installs the test tools a fresh machine lacks, with apt.
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
+    apt_install("the tests", TEST_TOOLS)
+}
+
+pub fn ensure_bench_tools() -> Result<()> {
+    apt_install("the benchmark", BENCH_TOOLS)
+}
+
+fn apt_install(who: &str, tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| !on_path(bin))
+        .filter(|(bin, _)| !on_path(bin) && !std::path::Path::new("/usr/sbin").join(bin).is_file())
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
     println!(
-        "xtask: installing what the tests need (apt-get install {})",
+        "xtask: installing what {who} needs (apt-get install {})",
         missing.join(" ")
     );
     status(Command::new("apt-get").args(["update", "-qq"]))?;

@@ -1,0 +1,321 @@
+//! The bench's table and JSON: every figure is a ratio or a per-unit cost
+//! measured in the same run, with the targets beside them.
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use super::{Bulk, Memory, Sample, json_number, median, stats::ProgRun, tools::Tool};
+
+pub struct Pipeline {
+    pub stage: String,
+    pub ns_per_event: f64,
+}
+
+pub struct Report {
+    rows: Vec<Row>,
+    progs: Vec<(String, ProgRun, ProgRun)>,
+    bulk: Bulk,
+    memory: Memory,
+    pub pipeline: Vec<Pipeline>,
+}
+
+struct Row {
+    tool: Tool,
+    rate: f64,
+    ratio: f64,
+    user_us: f64,
+    bpf_us: f64,
+    reported: u64,
+    sockets: u64,
+    dropped: u64,
+}
+
+impl Row {
+    fn cpu_us(&self) -> f64 {
+        self.user_us + self.bpf_us
+    }
+}
+
+fn sum_progs<'a>(samples: impl Iterator<Item = &'a Sample>) -> std::collections::HashMap<String, ProgRun> {
+    let mut all = std::collections::HashMap::<String, ProgRun>::new();
+    for s in samples {
+        for (name, p) in &s.progs {
+            let e = all.entry(name.clone()).or_default();
+            e.ns += p.ns;
+            e.runs += p.runs;
+        }
+    }
+    all
+}
+
+impl Report {
+    pub fn new(samples: &[Sample], bulk: Bulk, memory: Memory) -> Self {
+        let of = |t: Tool| samples.iter().filter(move |s| s.tool == t);
+        let untraced = median(of(Tool::Untraced).map(|s| s.rate).collect());
+        let tools = [
+            Tool::Untraced,
+            Tool::Tracer,
+            Tool::TracerOtherPort,
+            Tool::Tcplife,
+            Tool::Tcpstates,
+            Tool::TracerEvents,
+            Tool::TracerDiagram,
+        ];
+        let rows = tools
+            .iter()
+            .filter(|&&t| of(t).next().is_some())
+            .map(|&t| {
+                let rate = median(of(t).map(|s| s.rate).collect());
+                Row {
+                    tool: t,
+                    rate,
+                    ratio: rate / untraced,
+                    user_us: median(of(t).map(|s| s.user_us).collect()),
+                    bpf_us: median(of(t).map(|s| s.bpf_us).collect()),
+                    reported: of(t).map(|s| s.reported).sum(),
+                    sockets: of(t).map(|s| s.sockets).sum(),
+                    dropped: of(t).map(|s| s.dropped).sum(),
+                }
+            })
+            .collect();
+        let traced = sum_progs(of(Tool::Tracer));
+        let untraced_progs = sum_progs(of(Tool::TracerOtherPort));
+        let mut progs: Vec<(String, ProgRun, ProgRun)> = traced
+            .iter()
+            .map(|(n, p)| (n.clone(), *p, untraced_progs.get(n).copied().unwrap_or_default()))
+            .collect();
+        progs.sort_by(|a, b| a.0.cmp(&b.0));
+        Report {
+            rows,
+            progs,
+            bulk,
+            memory,
+            pipeline: Vec::new(),
+        }
+    }
+
+    fn row(&self, t: Tool) -> Option<&Row> {
+        self.rows.iter().find(|r| r.tool == t)
+    }
+
+    fn prog_ns(&self, name: &str, traced: bool) -> f64 {
+        self.progs
+            .iter()
+            .find(|p| p.0 == name)
+            .map(|p| if traced { p.1 } else { p.2 })
+            .map_or(0.0, |p| p.ns as f64 / p.runs.max(1) as f64)
+    }
+
+    /// (what, target, measured, met)
+    fn targets(&self) -> Vec<(String, String, String, bool)> {
+        let mut t = Vec::new();
+        let ratio = |tool| self.row(tool).map_or(0.0, |r| r.ratio);
+        let cpu = |tool| self.row(tool).map_or(f64::NAN, |r| r.cpu_us());
+        let lif = cpu(Tool::Tcplife);
+        t.push((
+            "storm rate, tracer on that port / untraced".into(),
+            ">= 0.95".into(),
+            format!("{:.3}", ratio(Tool::Tracer)),
+            ratio(Tool::Tracer) >= 0.95,
+        ));
+        let other = ratio(Tool::TracerOtherPort);
+        t.push((
+            "storm rate, tracer on another port / untraced".into(),
+            ">= 0.99".into(),
+            format!("{other:.3}"),
+            other >= 0.99,
+        ));
+        let d = cpu(Tool::Tracer);
+        t.push((
+            "CPU per connection, default mode".into(),
+            format!("<= 0.5 x tcplife ({:.1} us)", 0.5 * lif),
+            format!("{d:.1} us ({:.2} x)", d / lif),
+            d <= 0.5 * lif,
+        ));
+        let e = cpu(Tool::TracerEvents);
+        t.push((
+            "CPU per connection, --events".into(),
+            format!("<= tcplife ({lif:.1} us)"),
+            format!("{e:.1} us ({:.2} x)", e / lif),
+            e <= lif,
+        ));
+        let complete = [Tool::Tracer, Tool::TracerEvents, Tool::TracerDiagram]
+            .iter()
+            .filter_map(|&x| self.row(x))
+            .all(|r| r.reported == r.sockets && r.dropped == 0);
+        let detail: Vec<String> = [Tool::Tracer, Tool::TracerEvents, Tool::TracerDiagram]
+            .iter()
+            .filter_map(|&x| self.row(x))
+            .map(|r| format!("{}/{} drops {}", r.reported, r.sockets, r.dropped))
+            .collect();
+        t.push((
+            "sockets reported / made; drops (every mode)".into(),
+            "100 %; 0".into(),
+            detail.join(", "),
+            complete,
+        ));
+        let tc_untraced = self.prog_ns("tc_egress", false);
+        t.push((
+            "TC program, untraced flow".into(),
+            "<= 60 ns/run".into(),
+            format!("{tc_untraced:.0} ns"),
+            tc_untraced <= 60.0,
+        ));
+        let tc_traced = self.prog_ns("tc_egress", true);
+        t.push((
+            "TC program, traced flow".into(),
+            "<= 120 ns/run".into(),
+            format!("{tc_traced:.0} ns"),
+            tc_traced <= 120.0,
+        ));
+        let st = self.prog_ns("inet_sock_set_s", true);
+        let su = self.prog_ns("inet_sock_set_s", false);
+        t.push((
+            "state program traced / untraced".into(),
+            "<= 250 / 80 ns/run".into(),
+            format!("{st:.0} / {su:.0} ns"),
+            st <= 250.0 && su <= 80.0,
+        ));
+        if let Some(p) = self.pipeline.iter().find(|p| p.stage == "end_to_end") {
+            let eps = 1e9 / p.ns_per_event;
+            t.push((
+                "userspace end to end, one core".into(),
+                ">= 1,000,000 events/s".into(),
+                format!("{eps:.0} events/s"),
+                eps >= 1e6,
+            ));
+        }
+        let mib = self.memory.rss_bytes as f64 / (1 << 20) as f64;
+        t.push((
+            format!("{} open connections, resident", self.memory.connections),
+            "<= 150 MiB".into(),
+            format!("{mib:.1} MiB"),
+            mib <= 150.0,
+        ));
+        let share = self.bulk.ring_bytes as f64 / self.bulk.bytes as f64 * 100.0;
+        t.push((
+            "bulk 1 GiB, traced / untraced".into(),
+            ">= 0.98".into(),
+            format!("{:.3}", self.bulk.ratio),
+            self.bulk.ratio >= 0.98,
+        ));
+        t.push((
+            "bulk ring-buffer bytes / bytes moved".into(),
+            "<= 0.01 %".into(),
+            format!("{share:.5} % ({} B)", self.bulk.ring_bytes),
+            share <= 0.01,
+        ));
+        t
+    }
+
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "connection storm (medians of ABBA rounds; CPU = process user+sys + BPF run time, per connection)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<22} {:>10} {:>7} {:>9} {:>9} {:>9} {:>17} {:>6}",
+            "tool", "conn/s", "ratio", "user us", "bpf us", "cpu us", "reported/made", "drops"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                o,
+                "{:<22} {:>10.0} {:>7.3} {:>9.2} {:>9.2} {:>9.2} {:>17} {:>6}",
+                r.tool.label(),
+                r.rate,
+                r.ratio,
+                r.user_us,
+                r.bpf_us,
+                r.cpu_us(),
+                format!("{}/{}", r.reported, r.sockets),
+                r.dropped
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\ntracer's programs (ns per run, runs): traced flows | untraced flows"
+        );
+        for (name, t, u) in &self.progs {
+            let per = |p: &ProgRun| p.ns as f64 / p.runs.max(1) as f64;
+            let _ = writeln!(
+                o,
+                "{name:<18} {:>8.0} ns {:>10} | {:>8.0} ns {:>10}",
+                per(t),
+                t.runs,
+                per(u),
+                u.runs
+            );
+        }
+        if !self.pipeline.is_empty() {
+            let _ = writeln!(o, "\nuserspace pipeline (cargo bench, one core)");
+            for p in &self.pipeline {
+                let _ = writeln!(
+                    o,
+                    "{:<18} {:>8.1} ns/event {:>12.0} events/s",
+                    p.stage,
+                    p.ns_per_event,
+                    1e9 / p.ns_per_event
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nbulk 1 GiB: untraced {:.2} Gbit/s, traced {:.2} Gbit/s, ratio {:.3}, ring-buffer bytes {}",
+            self.bulk.untraced_gbps, self.bulk.traced_gbps, self.bulk.ratio, self.bulk.ring_bytes
+        );
+        let _ = writeln!(
+            o,
+            "memory: {} connections open ({} sockets): tracer resident {:.1} MiB, kernel maps {:.1} MiB",
+            self.memory.connections,
+            2 * self.memory.connections,
+            self.memory.rss_bytes as f64 / (1 << 20) as f64,
+            self.memory.map_bytes as f64 / (1 << 20) as f64
+        );
+        let _ = writeln!(o, "\ntargets");
+        for (what, target, got, met) in self.targets() {
+            let _ = writeln!(
+                o,
+                "{:<48} {:<28} {:<34} {}",
+                what,
+                target,
+                got,
+                if met { "met" } else { "MISSED" }
+            );
+        }
+        o
+    }
+
+    pub fn json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({"tool": r.tool.label(), "conn_per_s": json_number(r.rate), "ratio": json_number(r.ratio),
+                       "user_us_per_conn": json_number(r.user_us), "bpf_us_per_conn": json_number(r.bpf_us),
+                       "cpu_us_per_conn": json_number(r.cpu_us()), "reported": r.reported, "sockets": r.sockets,
+                       "dropped": r.dropped})
+            })
+            .collect();
+        let progs: Vec<Value> = self
+            .progs
+            .iter()
+            .map(|(n, t, u)| json!({"program": n, "traced": {"ns": t.ns, "runs": t.runs}, "untraced": {"ns": u.ns, "runs": u.runs}}))
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|(w, t, g, m)| json!({"what": w, "target": t, "measured": g, "met": m}))
+            .collect();
+        let pipeline: Vec<Value> = self
+            .pipeline
+            .iter()
+            .map(|p| json!({"stage": p.stage, "ns_per_event": json_number(p.ns_per_event)}))
+            .collect();
+        json!({"storm": rows, "programs": progs, "pipeline": pipeline,
+               "bulk": {"ratio": json_number(self.bulk.ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes},
+               "memory": {"connections": self.memory.connections, "rss_bytes": self.memory.rss_bytes, "map_bytes": self.memory.map_bytes},
+               "targets": targets})
+    }
+}
