@@ -12,6 +12,18 @@ pub mod kind {
     pub const PAYLOAD: u32 = 3;
     /// A transition to CLOSE, with the flow's counters as of that moment.
     pub const CLOSE: u32 = 4;
+    /// `accept` returned a socket: its owner.
+    pub const OWNER: u32 = 5;
+}
+
+/// The process that accepted a socket (fexit on `inet_csk_accept`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerEvent {
+    pub header: EventHeader,
+    pub sock: u64,
+    pub owner: Task,
+    pub _pad: [u8; 4],
 }
 
 /// Every ring-buffer record starts with this, so one buffer carries several kinds.
@@ -311,6 +323,7 @@ mod pod {
     unsafe impl aya::Pod for super::SegmentEvent {}
     unsafe impl aya::Pod for super::PayloadEvent {}
     unsafe impl aya::Pod for super::CloseEvent {}
+    unsafe impl aya::Pod for super::OwnerEvent {}
 }
 
 #[cfg(test)]
@@ -325,6 +338,7 @@ mod tests {
         assert_eq!(size_of::<FlowStats>(), 136);
         assert_eq!(size_of::<SegmentEvent>(), 80);
         assert_eq!(size_of::<CloseEvent>(), 248);
+        assert_eq!(size_of::<OwnerEvent>(), 48);
     }
 
     #[test]

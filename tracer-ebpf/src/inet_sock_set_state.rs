@@ -4,7 +4,7 @@
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, flow_mark, kind,
+    AF_INET, CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, filter, flow_mark, kind,
     set_state_format as f, tcp_state,
 };
 
@@ -56,19 +56,29 @@ fn on_transition(ctx: &TracePointContext) {
     let sock: u64 = field(ctx, f::SKADDR);
     let old = field::<i32>(ctx, f::OLDSTATE) as u8;
     let new = field::<i32>(ctx, f::NEWSTATE) as u8;
-    let current = owner::current_task();
-    let owner = owner::resolve(sock, old, new, sport, &current);
-    if new == tcp_state::CLOSE {
-        owner::forget(sock, old, sport, &owner);
-    }
     let (saddr, daddr) = if family == AF_INET {
         (v4(ctx, f::SADDR), v4(ctx, f::DADDR))
     } else {
         (v6(ctx, f::SADDR_V6), v6(ctx, f::DADDR_V6))
     };
-    let traced = maps::owner_traced(&owner);
+    // Without --pid or --comm the kernel keeps no owner table: the owner is
+    // shipped where it is taken (connect, listen, accept) and userspace
+    // remembers it, which keeps map updates off every connection's path.
+    let by_owner = maps::filters() & (filter::PIDS | filter::COMMS) != 0;
+    let (owner, current) = if by_owner {
+        let current = owner::current_task();
+        let owner = owner::resolve(sock, old, new, sport, &current);
+        if new == tcp_state::CLOSE {
+            owner::forget(sock, old, sport, &owner);
+        }
+        (owner, current)
+    } else {
+        owner::in_process_context(old, new)
+    };
+    let traced = !by_owner || maps::owner_traced(&owner);
     // Until connect() binds it, an active socket has no local port: no flow yet.
-    let stats = if sport != 0 && dport != 0 {
+    // Without owner filters, the flow matters only to a closing socket.
+    let stats = if sport != 0 && dport != 0 && (by_owner || new == tcp_state::CLOSE) {
         let (key, _) = FlowKey::of_socket(family, saddr, sport, daddr, dport);
         flow::FLOWS.get_ptr_mut(&key)
     } else {

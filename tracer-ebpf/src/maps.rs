@@ -2,7 +2,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{AF_INET, AF_INET6, COMM_LEN, MAX_CAPTURE, Task, filter, port_role};
 
@@ -14,9 +14,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Traced ports -> `port_role` bits (either end, local, remote).
+/// Port -> `port_role` bits (either end, local, remote); 0 for untraced
+/// ports. An array, so the classifier's gate is an inlined index, not a hash.
 #[map]
-pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+pub static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 
 /// Traced processes (tgid), when `filter::PIDS` is set.
 #[map]
@@ -86,8 +87,7 @@ const PORT_FILTERS: u32 = filter::PORTS | filter::LOCAL_PORTS | filter::REMOTE_P
 
 #[inline(always)]
 fn port_bits(port: u16) -> u8 {
-    // SAFETY: a map value pointer the verifier checked for null.
-    PORTS.get_ptr(port).map_or(0, |v| unsafe { *v })
+    PORTS.get(u32::from(port)).copied().unwrap_or(0)
 }
 
 /// Whether a socket with these ports is traced: `--port` either end, `-L`

@@ -14,6 +14,26 @@ pub fn current_task() -> Task {
     }
 }
 
+/// (owner, current) without an owner table: the owner is known only where the
+/// transition runs in its process, and then it is the current task; elsewhere
+/// only the current pid is read (its comm would cost a helper call for a task
+/// that is usually not the owner).
+#[inline(always)]
+pub fn in_process_context(old: u8, new: u8) -> (Task, Task) {
+    if old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN) {
+        let t = current_task();
+        (t, t)
+    } else {
+        (
+            Task::default(),
+            Task {
+                pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+                comm: [0; 16],
+            },
+        )
+    }
+}
+
 /// The owner of `sock` as of this transition, remembering it when it is first known.
 #[inline(always)]
 pub fn resolve(sock: u64, old: u8, new: u8, sport: u16, current: &Task) -> Task {
@@ -49,8 +69,28 @@ pub fn forget(sock: u64, old: u8, sport: u16, owner: &Task) {
     }
 }
 
-/// The accepting process owns the socket `accept` returns, whatever ran its handshake.
+/// The accepting process owns the socket `accept` returns, whatever ran its
+/// handshake: remembered for the owner filters, and shipped to userspace.
 #[inline(always)]
 pub fn claim(sock: u64) {
-    let _ = OWNERS.insert(sock, current_task(), 0);
+    let owner = current_task();
+    if crate::maps::filters() & (tracer_common::filter::PIDS | tracer_common::filter::COMMS) != 0 {
+        let _ = OWNERS.insert(sock, owner, 0);
+    }
+    let Some(mut entry) = crate::maps::EVENTS.reserve::<tracer_common::OwnerEvent>(0) else {
+        crate::maps::count_drop();
+        return;
+    };
+    entry.write(tracer_common::OwnerEvent {
+        header: tracer_common::EventHeader {
+            kind: tracer_common::kind::OWNER,
+            _pad: 0,
+            // SAFETY: no preconditions.
+            ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        },
+        sock,
+        owner,
+        _pad: [0; 4],
+    });
+    entry.submit(crate::maps::submit_flags());
 }

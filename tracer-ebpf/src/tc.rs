@@ -5,7 +5,8 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
-    macros::classifier,
+    macros::{classifier, map},
+    maps::PerCpuArray,
     programs::TcContext,
 };
 use tracer_common::{
@@ -77,12 +78,6 @@ fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
 }
 
 #[inline(always)]
-fn be32_at(ctx: &TcContext, off: usize) -> Option<u32> {
-    // SAFETY: bounds checked by ptr_at.
-    Some(u32::from_be_bytes(unsafe { *ptr_at::<[u8; 4]>(ctx, off)? }))
-}
-
-#[inline(always)]
 fn addr4_at(ctx: &TcContext, off: usize) -> Option<[u8; 16]> {
     let mut a = [0u8; 16];
     // SAFETY: bounds checked by ptr_at.
@@ -96,41 +91,70 @@ fn addr6_at(ctx: &TcContext, off: usize) -> Option<[u8; 16]> {
     Some(unsafe { *ptr_at::<[u8; 16]>(ctx, off)? })
 }
 
+/// Where a TCP segment's headers are, found without reading more than needed.
+struct Located {
+    family: u16,
+    l3: usize,
+    l4: usize,
+    /// The TCP header and payload's length, from the IP header.
+    seg_len: u32,
+}
+
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Option<Segment> {
+fn locate(ctx: &TcContext) -> Option<Located> {
     let mut l3 = ETH_HLEN;
     let mut proto = be16_at(ctx, 12)?;
     if proto == ETH_P_8021Q {
         proto = be16_at(ctx, 16)?;
         l3 += 4;
     }
-    let (family, saddr, daddr, l4, ip_payload) = match proto {
+    let (family, l4, seg_len) = match proto {
         ETH_P_IP => ipv4(ctx, l3)?,
         ETH_P_IPV6 => ipv6(ctx, l3)?,
         _ => return None,
     };
-    let doff = usize::from(u8_at(ctx, l4 + 12)? >> 4) * 4;
-    if doff < 20 || ip_payload < doff as u32 {
-        return None;
-    }
-    Some(Segment {
+    Some(Located {
         family,
-        saddr,
-        daddr,
-        sport: be16_at(ctx, l4)?,
-        dport: be16_at(ctx, l4 + 2)?,
-        seq: be32_at(ctx, l4 + 4)?,
-        ack: be32_at(ctx, l4 + 8)?,
-        flags: u8_at(ctx, l4 + 13)?,
-        win: be16_at(ctx, l4 + 14)?,
-        payload_off: l4 + doff,
-        payload_len: ip_payload - doff as u32,
+        l3,
+        l4,
+        seg_len,
     })
 }
 
-/// IPv4 with options: (family, saddr, daddr, TCP offset, TCP segment length).
+/// The whole segment, once the gate let it through. The fixed TCP header is
+/// copied out under one bounds check, which the verifier follows where a row
+/// of small reads at a variable offset gets merged beyond its understanding.
 #[inline(always)]
-fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u32)> {
+fn parse(ctx: &TcContext, at: &Located, sport: u16, dport: u16) -> Option<Segment> {
+    // SAFETY: bounds checked by ptr_at.
+    let h: [u8; 20] = unsafe { *ptr_at::<[u8; 20]>(ctx, at.l4)? };
+    let doff = usize::from(h[12] >> 4) * 4;
+    if doff < 20 || at.seg_len < doff as u32 {
+        return None;
+    }
+    let (saddr, daddr) = if at.family == AF_INET {
+        (addr4_at(ctx, at.l3 + 12)?, addr4_at(ctx, at.l3 + 16)?)
+    } else {
+        (addr6_at(ctx, at.l3 + 8)?, addr6_at(ctx, at.l3 + 24)?)
+    };
+    Some(Segment {
+        family: at.family,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        flags: h[13],
+        win: u16::from_be_bytes([h[14], h[15]]),
+        payload_off: at.l4 + doff,
+        payload_len: at.seg_len - doff as u32,
+    })
+}
+
+/// IPv4 with options: (family, TCP offset, TCP segment length).
+#[inline(always)]
+fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, usize, u32)> {
     let ihl = usize::from(u8_at(ctx, l3)? & 0x0f) * 4;
     if ihl < 20 || u8_at(ctx, l3 + 9)? != IPPROTO_TCP {
         return None;
@@ -146,18 +170,12 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u
         n => n,
     };
     let seg_len = total.checked_sub(ihl as u32)?;
-    Some((
-        AF_INET,
-        addr4_at(ctx, l3 + 12)?,
-        addr4_at(ctx, l3 + 16)?,
-        l3 + ihl,
-        seg_len,
-    ))
+    Some((AF_INET, l3 + ihl, seg_len))
 }
 
 /// IPv6 and a bounded walk of its extension headers.
 #[inline(always)]
-fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u32)> {
+fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, usize, u32)> {
     let payload = match u32::from(be16_at(ctx, l3 + 4)?) {
         // BIG TCP, as for IPv4: the length lives in the skb only.
         0 => ctx.len().checked_sub(l3 as u32 + 40)?,
@@ -188,7 +206,7 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, [u8; 16], [u8; 16], usize, u
         return None;
     }
     let seg_len = payload.checked_sub((off - l3 - 40) as u32)?;
-    Some((AF_INET6, addr6_at(ctx, l3 + 8)?, addr6_at(ctx, l3 + 24)?, off, seg_len))
+    Some((AF_INET6, off, seg_len))
 }
 
 /// Headers this deep are enough for every segment we parse.
@@ -196,23 +214,26 @@ const PULL_BYTES: u32 = 128;
 
 #[inline(always)]
 fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
-    let seg = match parse(ctx) {
+    // Untraced traffic costs this much: find the ports, look them up.
+    let at = locate(ctx)?;
+    let (sport, dport) = (be16_at(ctx, at.l4)?, be16_at(ctx, at.l4 + 2)?);
+    if !maps::port_gate(sport, dport) || !maps::family_traced(at.family) {
+        return None;
+    }
+    let seg = match parse(ctx, &at, sport, dport) {
         Some(seg) => seg,
         None => {
-            // A segment whose headers are not all in the linear area (large
-            // sends are built from page fragments): make them linear, which
-            // moves bytes within the skb but changes nothing on the wire.
+            // Headers not all in the linear area (some drivers receive into
+            // page fragments): make them linear, which moves bytes within the
+            // skb but changes nothing on the wire.
             let linear = (ctx.data_end() - ctx.data()) as u32;
             if linear >= ctx.len() || linear >= PULL_BYTES {
                 return None;
             }
             ctx.pull_data(core::cmp::min(ctx.len(), PULL_BYTES)).ok()?;
-            parse(ctx)?
+            parse(ctx, &locate(ctx)?, sport, dport)?
         }
     };
-    if !maps::family_traced(seg.family) || !maps::port_gate(seg.sport, seg.dport) {
-        return None;
-    }
     let (key, from) = FlowKey::new(seg.family, seg.saddr, seg.sport, seg.daddr, seg.dport);
     let stats = flow_for(&key, from, &seg)?;
     flow::count(stats, from, seg.flags, seg.payload_len);
@@ -303,15 +324,18 @@ fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
     entry.submit(maps::submit_flags());
 }
 
+/// Built here, then copied to the ring buffer at its real size: reserving a
+/// whole `PayloadEvent` would spend 592 bytes of ring on a 128-byte head.
+#[map]
+static PAYLOAD_SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
 fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize) {
-    let Some(mut entry) = maps::EVENTS.reserve::<PayloadEvent>(0) else {
-        maps::count_drop();
+    let Some(p) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let p = entry.as_mut_ptr();
     let want = core::cmp::min(seg.payload_len as usize, maps::capture_bytes());
-    let mut captured = 0u16;
+    let mut captured = 0usize;
     if want > 0 && want <= MAX_CAPTURE {
         // Reloaded opaquely and masked, so the verifier sees it in
         // 1..=MAX_CAPTURE (a power of two); otherwise the compiler folds the
@@ -319,7 +343,7 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
         // SAFETY: a local's address.
         let opaque = unsafe { core::ptr::read_volatile(&want) };
         let want = ((opaque.wrapping_sub(1)) & (MAX_CAPTURE - 1)) + 1;
-        // SAFETY: `p` is a reserved PayloadEvent and `want` fits its buffer;
+        // SAFETY: `p` is this CPU's scratch event and `want` fits its buffer;
         // the helper fails cleanly if the packet is shorter.
         let rc = unsafe {
             bpf_skb_load_bytes(
@@ -330,12 +354,18 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
             )
         };
         if rc == 0 {
-            captured = want as u16;
+            captured = want;
         }
     }
     let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD);
-    head.captured = captured;
-    // SAFETY: `p` is a reserved PayloadEvent.
-    unsafe { (*p).segment = head };
-    entry.submit(maps::submit_flags());
+    head.captured = captured as u16;
+    // SAFETY: as above; the length is bounded by the scratch event's size.
+    let bytes = unsafe {
+        (*p).segment = head;
+        let len = size_of::<SegmentEvent>() + (captured & (MAX_CAPTURE * 2 - 1));
+        core::slice::from_raw_parts(p.cast::<u8>(), core::cmp::min(len, size_of::<PayloadEvent>()))
+    };
+    if maps::EVENTS.output::<[u8]>(bytes, maps::submit_flags()).is_err() {
+        maps::count_drop();
+    }
 }

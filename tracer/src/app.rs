@@ -59,6 +59,8 @@ pub struct Session<W: Write> {
     finished: Vec<Connection>,
     show: Show,
     summary: Summary,
+    /// Raw records, length-prefixed, for `--record`.
+    record: Option<BufWriter<std::fs::File>>,
 }
 
 pub fn stdout() -> BufWriter<Stdout> {
@@ -177,6 +179,7 @@ impl<W: Write> Session<W> {
                 .map(|i| (i.index, i.name.clone()))
                 .collect::<HashMap<_, _>>(),
         );
+        let listeners = settings.listeners.iter().map(|l| (l.port, l.process()));
         let limits = Limits {
             max_sockets: args.max_sockets as usize,
             segments_per_flow: if show.diagrams.is_some() { 4096 } else { 64 },
@@ -187,10 +190,16 @@ impl<W: Write> Session<W> {
             reader: Reader::new(events).context("cannot watch the ring buffer")?,
             programs,
             output,
-            correlator: Correlator::new(limits),
+            correlator: Correlator::new(limits).with_listeners(listeners),
             finished: Vec::new(),
             show,
             summary: Summary::default(),
+            record: match &args.record {
+                Some(path) => Some(BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => None,
+            },
         })
     }
 
@@ -227,6 +236,7 @@ impl<W: Write> Session<W> {
             correlator,
             finished,
             show,
+            record: recorder,
             ..
         } = self;
         let now = monotonic_ns();
@@ -234,8 +244,14 @@ impl<W: Write> Session<W> {
         reader.drain(|record| {
             summary.events += 1;
             summary.ring_bytes += record.len() as u64;
+            if let Some(w) = recorder.as_mut() {
+                let _ = w
+                    .write_all(&(record.len() as u32).to_le_bytes())
+                    .and_then(|_| w.write_all(record));
+            }
             match decode(record) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    correlator.resolve_owner(&mut event);
                     if show.events && result.is_ok() {
                         result = live(output, &event);
                     }
@@ -274,6 +290,9 @@ impl<W: Write> Session<W> {
     /// Everything still held is final now: closed sockets, and open ones as
     /// `open_at_exit`. Then the summary, drops and evictions included.
     pub fn finish(mut self) -> Result<W> {
+        if let Some(w) = self.record.as_mut() {
+            w.flush().context("cannot write the record file")?;
+        }
         let programs = &self.programs;
         self.correlator
             .flush(monotonic_ns(), |key| programs.flow(key), &mut self.finished);
@@ -291,6 +310,7 @@ fn live<W: Write>(output: &mut Output<W>, event: &Event) -> io::Result<()> {
         Event::State(s) => output.state(s),
         Event::Close(c) => output.state(&c.state),
         Event::Segment(seg) => output.packet(seg),
+        Event::Owner { .. } => Ok(()),
     }
 }
 

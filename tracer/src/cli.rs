@@ -95,6 +95,10 @@ pub struct OutputArgs {
     /// Show more detail on errors (the verifier's last lines).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Also write every raw ring-buffer record to FILE (length-prefixed), for
+    /// the userspace benchmark to replay.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl Default for OutputArgs {

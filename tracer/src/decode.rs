@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, PayloadEvent, SegmentEvent, StateEvent, hook, kind,
+    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent, hook, kind,
 };
 
 use crate::{
@@ -40,9 +40,18 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             None,
         ))),
         kind::PAYLOAD => {
-            let raw: PayloadEvent = exact(record, header.kind)?;
-            let n = usize::from(raw.segment.captured).min(MAX_CAPTURE);
-            Ok(Event::Segment(segment(&raw.segment, Some(raw.data[..n].into()))))
+            // A segment followed by as many payload bytes as were captured.
+            let head: SegmentEvent = exact(record, header.kind)?;
+            let data = &record[size_of::<SegmentEvent>()..];
+            let n = usize::from(head.captured).min(data.len()).min(MAX_CAPTURE);
+            Ok(Event::Segment(segment(&head, Some(data[..n].into()))))
+        }
+        kind::OWNER => {
+            let raw: OwnerEvent = exact(record, header.kind)?;
+            Ok(Event::Owner {
+                sock: raw.sock,
+                process: Process::new(raw.owner.pid, raw.owner.comm),
+            })
         }
         other => Err(DecodeError::Kind(other)),
     }
@@ -225,8 +234,15 @@ mod tests {
             hook: hook::EGRESS,
             ..Default::default()
         };
-        let raw = PayloadEvent { segment: seg, data };
+        let raw = tracer_common::PayloadEvent { segment: seg, data };
         let Ok(Event::Segment(s)) = decode(&bytes_of(&raw)) else {
+            panic!()
+        };
+        assert_eq!(s.payload.as_deref(), Some(&b"GET"[..]));
+        // As the kernel ships it: the segment and just the captured bytes.
+        let mut short = bytes_of(&seg);
+        short.extend_from_slice(b"GET");
+        let Ok(Event::Segment(s)) = decode(&short) else {
             panic!()
         };
         assert_eq!(s.payload.as_deref(), Some(&b"GET"[..]));

@@ -156,4 +156,9 @@ pub enum Event {
     State(StateChange),
     Segment(Segment),
     Close(Close),
+    /// `accept` returned `sock` to this process.
+    Owner {
+        sock: u64,
+        process: Process,
+    },
 }

@@ -140,7 +140,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             None
         }
     };
-    fill(&mut ebpf, "PORTS", port_roles(settings))?;
+    fill_ports(&mut ebpf, &port_roles(settings))?;
     fill(&mut ebpf, "PIDS", settings.pids.iter().map(|&p| (p, 1u8)))?;
     fill(&mut ebpf, "COMMS", settings.comms.iter().map(|c| (comm_bytes(c), 1u8)))?;
     fill(
@@ -191,6 +191,19 @@ fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, LoadError>
         map,
         reason: "not in the object".into(),
     })
+}
+
+fn fill_ports(ebpf: &mut Ebpf, roles: &std::collections::BTreeMap<u16, u8>) -> Result<(), LoadError> {
+    const MAP: &str = "PORTS";
+    let m = ebpf.map_mut(MAP).ok_or(LoadError::Map {
+        map: MAP,
+        reason: "not in the object".into(),
+    })?;
+    let mut ports = aya::maps::Array::<_, u8>::try_from(m).map_err(map_err(MAP))?;
+    for (&port, &role) in roles {
+        ports.set(u32::from(port), role, 0).map_err(map_err(MAP))?;
+    }
+    Ok(())
 }
 
 fn fill<K: aya::Pod, V: aya::Pod>(

@@ -38,6 +38,8 @@ enum Task {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// Record the event stream that `cargo bench` replays (tracer/benches/data/stream.bin).
+    Record,
     /// (used by bench) hold N connections to PORT open until stdin closes.
     #[command(hide = true)]
     Hold { port: u16, n: usize },
@@ -79,6 +81,15 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Task::Hold { port, n } => bench::hold::serve(port, n),
+        Task::Record => {
+            build::all()?;
+            let root = build::workspace_root();
+            std::fs::create_dir_all(root.join("tracer/benches/data"))?;
+            bench::record::run(
+                &root.join("target/release/tracer"),
+                &root.join("tracer/benches/data/stream.bin"),
+            )
+        }
         Task::Test { args } => {
             build::all()?;
             setup::ensure_test_tools()?;

@@ -50,8 +50,8 @@ impl Lifecycle {
     }
 
     pub fn on_state(&mut self, s: &StateChange) {
-        // Ownership is taken only in process context by the kernel; an owner
-        // once known is never replaced by a later, softirq-time guess.
+        // An owner once known is never replaced by a later guess; only an
+        // accept (an `Owner` event) may correct a listener's provisional one.
         if self.owner.is_none() {
             self.owner = s.owner;
         }

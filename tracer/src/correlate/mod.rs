@@ -5,13 +5,17 @@
 pub mod close;
 mod lifecycle;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use tracer_common::{FlowKey, FlowStats, tcp_flag};
+// Hashing sits on every event's path: a fast hash, still randomly seeded
+// because remote peers choose half of every flow key.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+use tracer_common::{FlowKey, FlowStats, tcp_flag, tcp_state};
 
 use crate::{
     connection::Connection,
-    event::{Close, Event, Segment, StateChange},
+    event::{Close, Event, Process, Segment, StateChange},
 };
 use lifecycle::{Lifecycle, View};
 
@@ -49,6 +53,9 @@ pub struct Correlator {
     order: VecDeque<u64>,
     closing: VecDeque<(u64, Lifecycle)>,
     flows: HashMap<FlowKey, FlowLog>,
+    /// Listening port -> its owner: the provisional owner of the sockets it
+    /// accepts, which change state in softirq before `accept` returns.
+    listeners: HashMap<u16, Process>,
     pub evicted: u64,
 }
 
@@ -56,11 +63,52 @@ impl Correlator {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            open: HashMap::new(),
+            open: HashMap::default(),
             order: VecDeque::new(),
             closing: VecDeque::new(),
-            flows: HashMap::new(),
+            flows: HashMap::default(),
+            listeners: HashMap::default(),
             evicted: 0,
+        }
+    }
+
+    /// Listeners that existed before tracing started.
+    pub fn with_listeners(mut self, listeners: impl IntoIterator<Item = (u16, Process)>) -> Self {
+        self.listeners.extend(listeners);
+        self
+    }
+
+    /// Fills in the owner of a state change from what is known of its socket:
+    /// taken where it runs in process context (connect, listen, accept) and
+    /// never from a transition that fired in softirq.
+    pub fn resolve_owner(&mut self, event: &mut Event) {
+        let s = match event {
+            Event::State(s) => s,
+            Event::Close(c) => &mut c.state,
+            Event::Owner { sock, process } => {
+                if let Some(life) = self.open.get_mut(sock) {
+                    life.owner = Some(*process);
+                }
+                return;
+            }
+            Event::Segment(_) => return,
+        };
+        let (old, new) = (s.old.0, s.new.0);
+        if s.owner.is_none() {
+            s.owner = self.open.get(&s.sock).and_then(|l| l.owner).or_else(|| {
+                (old == tcp_state::LISTEN && new == tcp_state::SYN_RECV)
+                    .then(|| self.listeners.get(&s.lport).copied())
+                    .flatten()
+            });
+        }
+        match (old, new, s.owner) {
+            (tcp_state::CLOSE, tcp_state::LISTEN, Some(owner)) => {
+                self.listeners.insert(s.lport, owner);
+            }
+            (tcp_state::LISTEN, tcp_state::CLOSE, _) => {
+                self.listeners.remove(&s.lport);
+            }
+            _ => {}
         }
     }
 
@@ -75,6 +123,7 @@ impl Correlator {
             Event::State(s) => self.on_state(s),
             Event::Close(c) => self.on_close(c, now_ns),
             Event::Segment(seg) => self.on_segment(seg, now_ns),
+            Event::Owner { .. } => {}
         }
         self.tick(now_ns, out);
     }

@@ -3,6 +3,7 @@
 //! not fool. Prints a table, or JSON with `--json`.
 mod bulk;
 pub mod hold;
+pub mod record;
 mod report;
 mod stats;
 mod storm;

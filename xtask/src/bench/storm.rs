@@ -33,7 +33,17 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
+/// As many connections as `duration` allows.
 pub fn run(port: u16, duration: Duration) -> Result<Storm> {
+    storm(port, |n, start| n < u64::MAX && start.elapsed() < duration)
+}
+
+/// Exactly `count` connections.
+pub fn run_count(port: u16, count: u64) -> Result<Storm> {
+    storm(port, |n, _| n < count)
+}
+
+fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).context("storm listener")?;
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = stop.clone();
@@ -57,7 +67,7 @@ pub fn run(port: u16, duration: Duration) -> Result<Storm> {
     let start = Instant::now();
     let mut connections = 0;
     let mut buf = [0u8; 256];
-    while start.elapsed() < duration {
+    while more(connections, start) {
         let mut s = TcpStream::connect(to)?;
         s.write_all(REQUEST)?;
         while s.read(&mut buf)? > 0 {}

@@ -57,10 +57,15 @@ pub const TCPSTATES: &str = "/usr/sbin/tcpstates";
 
 impl Running {
     pub fn start(tool: Tool, tracer: &Path, port: u16, dir: &Path) -> Result<Running> {
+        Self::start_with(tool, tracer, &[port], dir, &[])
+    }
+
+    /// `ports`: the traced ports (the first is the storm's); `extra`: more tracer arguments.
+    pub fn start_with(tool: Tool, tracer: &Path, ports: &[u16], dir: &Path, extra: &[&str]) -> Result<Running> {
         let out = dir.join(format!("{tool:?}.out"));
         let err = dir.join(format!("{tool:?}.err"));
-        let port_arg = port.to_string();
-        let other = (port ^ 1).to_string();
+        let port_arg = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let other = (ports[0] ^ 1).to_string();
         let mut cmd = match tool {
             Tool::Untraced => {
                 return Ok(Running {
@@ -79,6 +84,7 @@ impl Running {
             Tool::Tcplife => Command::new(TCPLIFE),
             Tool::Tcpstates => Command::new(TCPSTATES),
         };
+        cmd.args(extra);
         let (progs_before, maps_before) = (stats::ids("prog")?, stats::ids("map")?);
         let child = cmd
             .stdout(File::create(&out)?)

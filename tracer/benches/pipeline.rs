@@ -1,0 +1,87 @@
+//! The userspace pipeline on one core: a recorded, realistic event stream
+//! (`cargo xtask record`: storm connections, keep-alive exchanges, a bulk
+//! transfer, aborts and refused connects, every segment of each) replayed
+//! through decode, correlation and JSON output, stage by stage and end to end.
+use std::{hint::black_box, io::Write};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tracer::{
+    clock::WallClock,
+    correlate::{Correlator, Limits},
+    decode::decode,
+    event::Event,
+    output::{Format, Layout, Output},
+};
+
+fn records() -> Vec<Vec<u8>> {
+    let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/stream.bin")).expect("stream.bin");
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= raw.len() {
+        let len = u32::from_le_bytes(raw[at..at + 4].try_into().unwrap()) as usize;
+        out.push(raw[at + 4..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    out
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_sockets: 65536,
+        segments_per_flow: 64,
+        grace_ns: 60_000_000,
+        keep_segments: false,
+    }
+}
+
+fn ts(e: &Event) -> Option<u64> {
+    match e {
+        Event::State(s) => Some(s.ts_ns),
+        Event::Close(c) => Some(c.state.ts_ns),
+        Event::Segment(s) => Some(s.ts_ns),
+        Event::Owner { .. } => None,
+    }
+}
+
+/// Decode, correlate and (optionally) print every record, as the daemon does.
+fn replay(records: &[Vec<u8>], print: bool) -> u64 {
+    let mut correlator = Correlator::new(limits());
+    let mut output = Output::new(Format::Json, Layout::default(), WallClock::fixed(0, 0), std::io::sink());
+    let mut finished = Vec::new();
+    let mut now = 0;
+    for r in records {
+        let Ok(mut event) = decode(r) else { continue };
+        now = ts(&event).map_or(now, |t| now.max(t));
+        correlator.resolve_owner(&mut event);
+        correlator.on_event(&event, now, &mut finished);
+        for c in finished.drain(..) {
+            if print {
+                output.connection(&c).unwrap();
+            }
+        }
+    }
+    correlator.flush(now + 1_000_000_000, |_| None, &mut finished);
+    let n = finished.len() as u64;
+    output.flush().unwrap();
+    let _ = std::io::sink().flush();
+    n
+}
+
+fn pipeline(c: &mut Criterion) {
+    let records = records();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for r in &records {
+                let _ = black_box(decode(black_box(r)));
+            }
+        })
+    });
+    g.bench_function("decode_correlate", |b| b.iter(|| black_box(replay(&records, false))));
+    g.bench_function("end_to_end", |b| b.iter(|| black_box(replay(&records, true))));
+    g.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -1,0 +1,103 @@
+//! `cargo xtask record`: the realistic event stream that the userspace
+//! benchmark replays (`tracer/benches/data/stream.bin`), recorded from the
+//! real tracer in `--events` mode (every segment) while this traffic runs:
+//! short storm connections, keep-alive exchanges, a bulk transfer, aborts
+//! with RST and refused connects.
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::Path,
+    thread,
+    time::Duration,
+};
+
+use anyhow::Result;
+
+use super::{
+    bulk, storm,
+    tools::{Running, Tool},
+};
+
+pub fn run(tracer: &Path, out: &Path) -> Result<()> {
+    let ports: Vec<u16> = (0..5).map(|_| storm::free_port()).collect::<Result<_>>()?;
+    let dir = std::env::temp_dir();
+    let running = Running::start_with(
+        Tool::TracerEvents,
+        tracer,
+        &ports,
+        &dir,
+        &["--record", &out.display().to_string()],
+    )?;
+    storm::run_count(ports[0], 200)?;
+    keep_alive(ports[1], 30, 5)?;
+    bulk::transfer(ports[2], 4 << 20)?;
+    aborts(ports[3], 30)?;
+    for _ in 0..30 {
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, ports[4]));
+    }
+    thread::sleep(Duration::from_millis(200));
+    running.stop_ref()?;
+    println!("recorded {} bytes to {}", std::fs::metadata(out)?.len(), out.display());
+    Ok(())
+}
+
+const REQUEST: &[u8] = b"GET /item HTTP/1.1\r\nHost: bench\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+fn keep_alive(port: u16, connections: usize, requests: usize) -> Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+    let server = thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..connections {
+            let (mut s, _) = listener.accept()?;
+            let mut req = vec![0u8; REQUEST.len()];
+            for _ in 0..requests {
+                s.read_exact(&mut req)?;
+                s.write_all(RESPONSE)?;
+            }
+            s.read_to_end(&mut Vec::new())?;
+        }
+        Ok(())
+    });
+    for _ in 0..connections {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        let mut resp = vec![0u8; RESPONSE.len()];
+        for _ in 0..requests {
+            s.write_all(REQUEST)?;
+            s.read_exact(&mut resp)?;
+        }
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("keep-alive server panicked"))??;
+    Ok(())
+}
+
+/// Connections the client aborts with SO_LINGER 0: its close sends RST.
+fn aborts(port: u16, connections: usize) -> Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+    for _ in 0..connections {
+        let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        let (mut s, _) = listener.accept()?;
+        c.write_all(REQUEST)?;
+        let mut req = vec![0u8; REQUEST.len()];
+        s.read_exact(&mut req)?;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        drop(c);
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    Ok(())
+}
