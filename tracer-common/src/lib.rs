@@ -186,6 +186,28 @@ pub struct FlowStats {
     pub marks: u64,
 }
 
+impl FlowStats {
+    /// Adds another CPU's share: the classifier counts per CPU, without
+    /// atomics, and a flow's totals are the sum of its per-CPU records.
+    #[inline(always)]
+    pub fn merge(&mut self, other: &FlowStats) {
+        for i in 0..2 {
+            let (d, o) = (&mut self.dir[i], &other.dir[i]);
+            d.packets += o.packets;
+            d.bytes += o.bytes;
+            for f in 0..8 {
+                d.flags[f] += o.flags[f];
+            }
+            d.retransmits += o.retransmits;
+            if o.has_isn != 0 {
+                d.isn = o.isn;
+                d.has_isn = 1;
+            }
+        }
+        self.marks |= other.marks;
+    }
+}
+
 /// Bits of `FlowStats::marks`.
 pub mod flow_mark {
     /// A traced socket owns one end: ship this flow's segments.
@@ -339,6 +361,24 @@ mod tests {
         assert_eq!(size_of::<SegmentEvent>(), 80);
         assert_eq!(size_of::<CloseEvent>(), 248);
         assert_eq!(size_of::<OwnerEvent>(), 48);
+    }
+
+    #[test]
+    fn per_cpu_shares_merge_into_totals() {
+        let mut a = FlowStats::default();
+        a.dir[0].packets = 3;
+        a.dir[0].flags[4] = 3;
+        a.marks = flow_mark::TRACED;
+        let mut b = FlowStats::default();
+        b.dir[0].packets = 2;
+        b.dir[1].bytes = 100;
+        b.dir[1].isn = 7;
+        b.dir[1].has_isn = 1;
+        b.marks = flow_mark::CLOSED;
+        a.merge(&b);
+        assert_eq!((a.dir[0].packets, a.dir[0].flags[4], a.dir[1].bytes), (5, 3, 100));
+        assert_eq!((a.dir[1].isn, a.dir[1].has_isn), (7, 1));
+        assert_eq!(a.marks, flow_mark::TRACED | flow_mark::CLOSED);
     }
 
     #[test]

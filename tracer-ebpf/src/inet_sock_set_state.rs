@@ -78,19 +78,14 @@ fn on_transition(ctx: &TracePointContext) {
     let traced = !by_owner || maps::owner_traced(&owner);
     // Until connect() binds it, an active socket has no local port: no flow yet.
     // Without owner filters, the flow matters only to a closing socket.
-    let stats = if sport != 0 && dport != 0 && (by_owner || new == tcp_state::CLOSE) {
-        let (key, _) = FlowKey::of_socket(family, saddr, sport, daddr, dport);
-        flow::FLOWS.get_ptr_mut(&key)
-    } else {
-        None
-    };
-    if let Some(s) = stats {
+    let key = (sport != 0 && dport != 0 && (by_owner || new == tcp_state::CLOSE))
+        .then(|| FlowKey::of_socket(family, saddr, sport, daddr, dport).0);
+    if let Some(key) = &key {
         let mut mark = if traced { flow_mark::TRACED } else { flow_mark::IGNORED };
         if traced && new == tcp_state::CLOSE {
             mark |= flow_mark::CLOSED;
         }
-        // SAFETY: map value pointer, checked for null.
-        flow::or64(unsafe { &raw mut (*s).marks }, mark);
+        flow::mark(key, mark);
     }
     if !traced {
         return;
@@ -114,7 +109,7 @@ fn on_transition(ctx: &TracePointContext) {
         current,
     };
     let shipped = if new == tcp_state::CLOSE {
-        ship_close(&event, stats)
+        ship_close(&event, key.as_ref())
     } else {
         ship_state(&event)
     };
@@ -138,26 +133,21 @@ fn ship_state(event: &StateEvent) -> bool {
 }
 
 #[inline(always)]
-fn ship_close(event: &StateEvent, stats: Option<*mut FlowStats>) -> bool {
+fn ship_close(event: &StateEvent, key: Option<&FlowKey>) -> bool {
     let Some(mut entry) = maps::EVENTS.reserve::<CloseEvent>(0) else {
         return false;
     };
     let p = entry.as_mut_ptr();
-    // SAFETY: `p` is a reserved CloseEvent, written field by field to keep the
-    // 248-byte event off the 512-byte BPF stack; `s` is a checked map value.
+    // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
+    // 248-byte event off the 512-byte BPF stack.
     unsafe {
         (*p).state = *event;
         (*p).state.header.kind = kind::CLOSE;
-        match stats {
-            Some(s) => {
-                core::ptr::copy_nonoverlapping(s, &raw mut (*p).stats, 1);
-                (*p).has_stats = 1;
-            }
-            None => {
-                (*p).stats = FlowStats::default();
-                (*p).has_stats = 0;
-            }
+        let found = key.is_some_and(|k| flow::totals(k, &raw mut (*p).stats));
+        if !found {
+            (*p).stats = FlowStats::default();
         }
+        (*p).has_stats = u32::from(found);
         (*p)._pad = 0;
     }
     entry.submit(maps::submit_flags());

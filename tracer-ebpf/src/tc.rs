@@ -255,16 +255,13 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
 fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_common::FlowStats> {
     let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
     if let Some(s) = flow::FLOWS.get_ptr_mut(key) {
-        if !flow::is_new_connection(s, from, seg.flags, seg.seq) {
+        if !opening || !flow::is_new_connection(key, from, seg.flags, seg.seq) {
             return Some(s);
         }
     } else if !opening {
         return None;
     }
-    flow::FLOWS
-        .insert(key, flow::fresh(maps::capture_bytes() > 0), 0)
-        .ok()?;
-    flow::FLOWS.get_ptr_mut(key)
+    flow::open(key, maps::capture_bytes() > 0)
 }
 
 #[inline(always)]

@@ -68,13 +68,19 @@ pub struct Loaded {
 pub struct Programs {
     _ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
-    flows: HashMap<MapData, FlowKey, FlowStats>,
+    flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
 }
 
 impl Programs {
-    /// A flow's counters right now: for sockets still open at exit.
+    /// A flow's counters right now, summed over its per-CPU shares: for
+    /// sockets still open at exit.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
-        self.flows.get(key, 0).ok()
+        let shares = self.flows.get(key, 0).ok()?;
+        let mut total = FlowStats::default();
+        for share in shares.iter() {
+            total.merge(share);
+        }
+        Some(total)
     }
 
     /// Events the kernel could not put on the ring buffer because it was full.
@@ -129,6 +135,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         .override_global("FILTERS", &filters, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CAPTURE_BYTES", &settings.capture_bytes, true)
+        .override_global("NR_CPUS", &nr_cpus()?, true)
         .map_max_entries("EVENTS", settings.ring_bytes)
         .map_max_entries("FLOWS", settings.max_flows.max(1))
         .load(OBJECT)
@@ -167,7 +174,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
     attach_classifiers(&mut ebpf, &settings.ifaces, settings.verbose)?;
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(map_err("DROPS"))?;
-    let flows = HashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
+    let flows = aya::maps::PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     Ok(Loaded {
         programs: Programs {
             _ebpf: ebpf,
@@ -177,6 +184,16 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         logger,
         events,
     })
+}
+
+/// Possible CPUs: the kernel's flow records have a share on each.
+fn nr_cpus() -> Result<u32, LoadError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, e)| LoadError::Map {
+            map: "FLOWS",
+            reason: format!("cannot read {path}: {e}"),
+        })
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
