@@ -41,13 +41,22 @@ impl WallClock {
     pub fn rfc3339(&self, mono: u64, out: &mut String) {
         let (days, secs, nanos) = split(self.unix_ns(mono));
         let (y, m, d) = civil_from_days(days);
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        );
+        // Digits by hand: this runs for every record, and `write!` with
+        // padding is the slowest part of printing one.
+        digits(out, y as u64, 4);
+        out.push('-');
+        digits(out, u64::from(m), 2);
+        out.push('-');
+        digits(out, u64::from(d), 2);
+        out.push('T');
+        digits(out, (secs / 3600) as u64, 2);
+        out.push(':');
+        digits(out, (secs / 60 % 60) as u64, 2);
+        out.push(':');
+        digits(out, (secs % 60) as u64, 2);
+        out.push('.');
+        digits(out, nanos as u64, 9);
+        out.push('Z');
     }
 
     /// Local-day time of day in UTC with microseconds: `02:05:00.123456`.
@@ -62,6 +71,16 @@ impl WallClock {
             nanos / 1000
         );
     }
+}
+
+/// `v` as exactly `width` decimal digits, zero-padded (higher digits dropped).
+pub fn digits(out: &mut String, mut v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or(""));
 }
 
 /// Unix ns -> (days since epoch, seconds into the day, nanoseconds).

@@ -16,10 +16,11 @@ pub struct Lifecycle {
     pub role: Option<Role>,
     /// States entered, with kernel timestamps.
     pub states: Vec<(TcpState, u64)>,
-    /// Set by the close event: its timestamp and the flow's counters then.
-    pub closed: Option<(u64, Option<FlowStats>)>,
-    /// The flow this socket's segments belong to, once its ports are known.
-    pub flow: Option<tracer_common::FlowKey>,
+    /// Set by the close event: its timestamp and the flow's counters then
+    /// (boxed: most of a lifecycle is spent open, and open ones must be small).
+    pub closed: Option<(u64, Option<Box<FlowStats>>)>,
+    /// Whether this socket counts among its flow's sockets (once its ports are known).
+    pub claimed: bool,
 }
 
 /// What this socket's first transition says about how it was born. Sockets
@@ -41,7 +42,7 @@ impl Lifecycle {
             role: role_of(first),
             states: Vec::new(),
             closed: None,
-            flow: None,
+            claimed: false,
         }
     }
 
@@ -63,7 +64,12 @@ impl Lifecycle {
 
     pub fn on_close(&mut self, c: &Close) {
         self.on_state(&c.state);
-        self.closed = Some((c.state.ts_ns, c.stats));
+        self.closed = Some((c.state.ts_ns, c.stats.map(Box::new)));
+    }
+
+    /// This socket's flow, once it has ports.
+    pub fn key(&self) -> Option<tracer_common::FlowKey> {
+        self.claimed.then(|| self.last.flow().0)
     }
 
     pub fn start_ns(&self, syn_rx: Option<u64>) -> u64 {
@@ -85,12 +91,8 @@ impl Lifecycle {
         for seg in view.late {
             if seg.from == local { tx.add(seg) } else { rx.add(seg) }
         }
-        let syn_rx = view
-            .segments
-            .iter()
-            .find(|s| s.from != local && s.flags & tcp_flag::SYN != 0);
-        let start = self.start_ns(syn_rx.map(|s| s.ts_ns));
-        let end = self.closed.map_or(view.now_ns, |c| c.0).max(start);
+        let start = self.start_ns(view.syn_ts[1 - local]);
+        let end = self.closed.as_ref().map_or(view.now_ns, |c| c.0).max(start);
         let close = if view.open_at_exit {
             CloseKind::OpenAtExit
         } else {
@@ -164,6 +166,8 @@ impl Lifecycle {
 /// What the correlator knows beyond the lifecycle when it builds the record.
 pub struct View<'a> {
     pub stats: Option<&'a FlowStats>,
+    /// When each endpoint's SYN was seen.
+    pub syn_ts: [Option<u64>; 2],
     pub late: &'a [Segment],
     pub segments: &'a [Segment],
     pub open_at_exit: bool,

@@ -31,10 +31,13 @@ pub struct Limits {
     pub keep_segments: bool,
 }
 
-/// Segments of one flow that crossed the ring buffer.
+/// Segments of one flow that crossed the ring buffer. Without diagrams, SYNs
+/// are remembered only by time: an open connection then costs no segments.
 #[derive(Debug, Default)]
 struct FlowLog {
     segments: Vec<Segment>,
+    /// When each endpoint's SYN was seen (endpoint index of the flow key).
+    syn_ts: [Option<u64>; 2],
     omitted: u64,
     /// Lifecycles attached to this flow (two on loopback).
     sockets: u32,
@@ -156,13 +159,13 @@ impl Correlator {
     fn track(&mut self, s: &StateChange) -> &mut Lifecycle {
         let claim = {
             let life = self.lifecycle(s);
-            (life.flow.is_none() && s.lport != 0 && s.rport != 0).then(|| s.flow().0)
+            !life.claimed && s.lport != 0 && s.rport != 0
         };
-        if let Some(key) = claim {
-            self.flows.entry(key).or_default().sockets += 1;
+        if claim {
+            self.flows.entry(s.flow().0).or_default().sockets += 1;
         }
         let life = self.open.get_mut(&s.sock).expect("tracked just now");
-        life.flow = life.flow.or(claim);
+        life.claimed |= claim;
         life
     }
 
@@ -185,6 +188,12 @@ impl Correlator {
             *log = FlowLog::default();
         }
         log.last_seen_ns = now_ns;
+        if seg.has(tcp_flag::SYN) {
+            log.syn_ts[seg.from].get_or_insert(seg.ts_ns);
+            if !self.limits.keep_segments {
+                return;
+            }
+        }
         if log.segments.len() < self.limits.segments_per_flow {
             log.segments.push(seg.clone());
         } else {
@@ -214,7 +223,7 @@ impl Correlator {
         let mut open: Vec<Lifecycle> = self.open.drain().map(|(_, l)| l).collect();
         open.sort_by_key(|l| l.states.first().map_or(l.last.ts_ns, |s| s.1));
         for life in open {
-            let stats = life.flow.as_ref().and_then(&read);
+            let stats = life.key().as_ref().and_then(&read);
             self.finish(life, Some(stats), now_ns, out);
         }
     }
@@ -236,13 +245,13 @@ impl Correlator {
         at_exit: Option<Option<FlowStats>>,
         now_ns: u64,
     ) -> Connection {
-        let log = life.flow.as_ref().and_then(|k| self.flows.get(k));
+        let log = life.key().and_then(|k| self.flows.get(&k));
         let segments = log.map_or(&[][..], |l| &l.segments[..]);
         let stats = match &at_exit {
             Some(s) => s.as_ref(),
-            None => life.closed.as_ref().and_then(|c| c.1.as_ref()),
+            None => life.closed.as_ref().and_then(|c| c.1.as_deref()),
         };
-        let close_ts = life.closed.map(|c| c.0);
+        let close_ts = life.closed.as_ref().map(|c| c.0);
         let first_late = close_ts.map_or(segments.len(), |t| segments.partition_point(|s| s.ts_ns <= t));
         let late = if stats.is_some() {
             &segments[first_late..]
@@ -253,6 +262,7 @@ impl Correlator {
             role,
             View {
                 stats,
+                syn_ts: log.map_or([None; 2], |l| l.syn_ts),
                 late,
                 segments,
                 open_at_exit: at_exit.is_some(),
@@ -267,7 +277,7 @@ impl Correlator {
     }
 
     fn detach(&mut self, life: &Lifecycle) {
-        let Some(key) = life.flow else { return };
+        let Some(key) = life.key() else { return };
         if let Some(log) = self.flows.get_mut(&key) {
             log.sockets = log.sockets.saturating_sub(1);
             if log.sockets == 0 {

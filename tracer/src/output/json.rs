@@ -7,7 +7,7 @@ use crate::{
     clock::WallClock,
     connection::{Connection, Traffic},
     event::{Segment, StateChange},
-    output::{Summary, micros},
+    output::{Summary, ip, micros, num},
 };
 
 pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
@@ -56,55 +56,96 @@ pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
     let _ = write!(out, "],\"win\":{},\"len\":{}}}", seg.win, seg.len);
 }
 
+/// `,"name":` (the first key of an object is written by hand).
+fn key(out: &mut String, name: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+}
+
+/// `"s"` for strings that need no escaping (names this program chose).
+fn plain(out: &mut String, s: &str) {
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+fn quoted_ip(out: &mut String, addr: std::net::IpAddr) {
+    out.push('"');
+    ip(out, addr);
+    out.push('"');
+}
+
+fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
+    key(out, name);
+    out.push_str("{\"tx\":");
+    num(out, tx);
+    out.push_str(",\"rx\":");
+    num(out, rx);
+    out.push('}');
+}
+
+/// Built piece by piece rather than with `write!`: one of these is printed
+/// for every socket, and formatting machinery was most of the tracer's time.
 pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
-    let _ = write!(
-        out,
-        "{{\"type\":\"connection\",\"sock\":\"{:#x}\",\"pid\":{},\"comm\":",
-        c.sock, c.process.pid
-    );
+    out.push_str("{\"type\":\"connection\",\"sock\":\"0x");
+    let _ = write!(out, "{:x}", c.sock);
+    out.push('"');
+    key(out, "pid");
+    num(out, c.process.pid);
+    key(out, "comm");
     string(out, c.process.comm());
-    let _ = write!(
-        out,
-        ",\"role\":\"{}\",\"family\":\"{}\",\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"start\":\"",
-        c.role.name(),
-        c.family.name(),
-        c.laddr,
-        c.lport,
-        c.raddr,
-        c.rport
-    );
+    key(out, "role");
+    plain(out, c.role.name());
+    key(out, "family");
+    plain(out, c.family.name());
+    key(out, "laddr");
+    quoted_ip(out, c.laddr);
+    key(out, "lport");
+    num(out, c.lport);
+    key(out, "raddr");
+    quoted_ip(out, c.raddr);
+    key(out, "rport");
+    num(out, c.rport);
+    key(out, "start");
+    out.push('"');
     clock.rfc3339(c.start_ns, out);
-    out.push_str("\",\"duration_us\":");
+    out.push('"');
+    key(out, "duration_us");
     micros(out, c.duration_ns);
-    out.push_str(",\"handshake_us\":");
+    key(out, "handshake_us");
     match c.handshake_ns {
         Some(ns) => micros(out, ns),
         None => out.push_str("null"),
     }
-    out.push_str(",\"states\":[");
+    key(out, "states");
+    out.push('[');
     for (i, s) in c.states.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"state\":\"{}\",\"at_us\":", s.state.name());
+        out.push_str("{\"state\":");
+        plain(out, s.state.name());
+        key(out, "at_us");
         micros(out, s.at_ns);
         out.push('}');
     }
-    let _ = write!(
-        out,
-        "],\"packets\":{{\"tx\":{},\"rx\":{}}},\"bytes\":{{\"tx\":{},\"rx\":{}}},\"flags\":{{\"tx\":",
-        c.tx.packets, c.rx.packets, c.tx.bytes, c.rx.bytes
-    );
+    out.push(']');
+    pair(out, "packets", c.tx.packets, c.rx.packets);
+    pair(out, "bytes", c.tx.bytes, c.rx.bytes);
+    key(out, "flags");
+    out.push_str("{\"tx\":");
     flag_counts(out, &c.tx);
     out.push_str(",\"rx\":");
     flag_counts(out, &c.rx);
-    let _ = write!(
-        out,
-        "}},\"retransmits\":{},\"close\":\"{}\",\"protocol\":\"{}\"}}",
-        c.retransmits,
-        c.close.name(),
-        c.protocol
-    );
+    out.push('}');
+    key(out, "retransmits");
+    num(out, c.retransmits);
+    key(out, "close");
+    plain(out, c.close.name());
+    key(out, "protocol");
+    plain(out, c.protocol);
+    out.push('}');
 }
 
 fn flag_counts(out: &mut String, t: &Traffic) {
@@ -113,7 +154,9 @@ fn flag_counts(out: &mut String, t: &Traffic) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "\"{name}\":{}", t.flags[i]);
+        plain(out, name);
+        out.push(':');
+        num(out, t.flags[i]);
     }
     out.push('}');
 }

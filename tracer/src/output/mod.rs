@@ -153,8 +153,32 @@ impl<W: Write> Output<W> {
 
 /// Microseconds from nanoseconds, with three decimals: `12.345`.
 pub(crate) fn micros(out: &mut String, ns: u64) {
-    use std::fmt::Write;
-    let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
+    num(out, ns / 1000);
+    out.push('.');
+    crate::clock::digits(out, ns % 1000, 3);
+}
+
+/// An integer in decimal, without `fmt`'s machinery.
+pub(crate) fn num(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// An address in its usual text form; IPv4, the common case, without `fmt`.
+pub(crate) fn ip(out: &mut String, addr: std::net::IpAddr) {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                num(out, o);
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 #[cfg(test)]
