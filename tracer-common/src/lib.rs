@@ -172,8 +172,8 @@ pub struct DirCounters {
     /// Sequence number of this direction's SYN (valid when `has_isn` is 1).
     pub isn: u32,
     pub has_isn: u32,
-    /// Nonzero while the next payload head of this direction should be shipped.
-    pub capture: u32,
+    /// Nonzero once this share shipped its direction's first payload head.
+    pub captured: u32,
 }
 
 /// A flow's record in the kernel's flow table.

@@ -48,16 +48,32 @@ pub fn for_each_share(key: &FlowKey, mut f: impl FnMut(*mut FlowStats)) {
     }
 }
 
-/// A flow's totals, or None if it has no record.
+/// Marks a flow on every CPU's share and sums the shares into `into`, in
+/// one pass (each share is a hash lookup). False if the flow has no record.
 #[inline(always)]
-pub fn totals(key: &FlowKey, into: *mut FlowStats) -> bool {
+pub fn mark_and_total(key: &FlowKey, bits: u64, into: *mut FlowStats) -> bool {
     if FLOWS.get_ptr(key).is_none() {
         return false;
     }
-    // SAFETY: `into` points to a writable FlowStats; shares are checked map values.
+    // SAFETY: `into` points to a writable FlowStats.
     unsafe { *into = FlowStats::default() };
-    for_each_share(key, |p| unsafe { (*into).merge(&*p) });
+    for_each_share(key, |p| {
+        or_marks(p, bits);
+        // SAFETY: a checked map value and a writable destination.
+        unsafe { (*into).merge(&*p) };
+    });
     true
+}
+
+#[inline(always)]
+fn or_marks(p: *mut FlowStats, bits: u64) {
+    // SAFETY: a checked map value; two closing sockets may mark at once.
+    unsafe {
+        core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &raw mut (*p).marks,
+            bits,
+        )
+    };
 }
 
 #[inline(always)]
@@ -69,15 +85,7 @@ pub fn add32(dst: *mut u32, v: u32) {
 /// Marks a flow on every CPU's share, where each CPU's classifier reads them.
 #[inline(always)]
 pub fn mark(key: &FlowKey, bits: u64) {
-    for_each_share(key, |p| {
-        // SAFETY: a checked map value; two closing sockets may mark at once.
-        unsafe {
-            core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                &raw mut (*p).marks,
-                bits,
-            )
-        };
-    });
+    for_each_share(key, |p| or_marks(p, bits));
 }
 
 /// Counts one segment sent by endpoint `from` in this CPU's share.
@@ -92,20 +100,12 @@ pub fn count(stats: *mut FlowStats, from: usize, flags: u8, len: u32) {
     }
 }
 
-/// Opens a flow's record: its first payload head in each direction is wanted,
-/// by whichever CPU sees it first.
+/// Opens a flow's record. Every share starts zeroed, and a zero `captured`
+/// means the first payload head of that direction is still wanted: each CPU
+/// ships the first one it sees (userspace keeps the earliest).
 #[inline(always)]
-pub fn open(key: &FlowKey, capture: bool) -> Option<*mut FlowStats> {
+pub fn open(key: &FlowKey) -> Option<*mut FlowStats> {
     FLOWS.insert(key, FlowStats::default(), 0).ok()?;
-    if capture {
-        for_each_share(key, |p| {
-            // SAFETY: a checked map value, just created.
-            unsafe {
-                (*p).dir[0].capture = 1;
-                (*p).dir[1].capture = 1;
-            }
-        });
-    }
     FLOWS.get_ptr_mut(key)
 }
 

@@ -80,12 +80,9 @@ fn on_transition(ctx: &TracePointContext) {
     // Without owner filters, the flow matters only to a closing socket.
     let key = (sport != 0 && dport != 0 && (by_owner || new == tcp_state::CLOSE))
         .then(|| FlowKey::of_socket(family, saddr, sport, daddr, dport).0);
-    if let Some(key) = &key {
-        let mut mark = if traced { flow_mark::TRACED } else { flow_mark::IGNORED };
-        if traced && new == tcp_state::CLOSE {
-            mark |= flow_mark::CLOSED;
-        }
-        flow::mark(key, mark);
+    let closing = traced && new == tcp_state::CLOSE;
+    if let Some(key) = key.as_ref().filter(|_| !closing) {
+        flow::mark(key, if traced { flow_mark::TRACED } else { flow_mark::IGNORED });
     }
     if !traced {
         return;
@@ -143,7 +140,8 @@ fn ship_close(event: &StateEvent, key: Option<&FlowKey>) -> bool {
     unsafe {
         (*p).state = *event;
         (*p).state.header.kind = kind::CLOSE;
-        let found = key.is_some_and(|k| flow::totals(k, &raw mut (*p).stats));
+        let marks = flow_mark::TRACED | flow_mark::CLOSED;
+        let found = key.is_some_and(|k| flow::mark_and_total(k, marks, &raw mut (*p).stats));
         if !found {
             (*p).stats = FlowStats::default();
         }

@@ -261,7 +261,7 @@ fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_com
     } else if !opening {
         return None;
     }
-    flow::open(key, maps::capture_bytes() > 0)
+    flow::open(key)
 }
 
 #[inline(always)]
@@ -272,11 +272,11 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     if filtered && marks & flow_mark::TRACED == 0 && marks & flow_mark::IGNORED != 0 {
         return;
     }
-    // SAFETY: as above.
-    let capture = unsafe { &raw mut (*stats).dir[from & 1].capture };
-    if seg.payload_len > 0 && unsafe { *capture } != 0 {
-        // SAFETY: as above; losing a race here ships one head twice at worst.
-        unsafe { *capture = 0 };
+    // SAFETY: as above (this CPU's share).
+    let captured = unsafe { &raw mut (*stats).dir[from & 1].captured };
+    if seg.payload_len > 0 && maps::capture_bytes() > 0 && unsafe { *captured } == 0 {
+        // SAFETY: as above.
+        unsafe { *captured = 1 };
         ship_payload(ctx, hook, seg, key, from);
         return;
     }
