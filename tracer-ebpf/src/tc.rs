@@ -212,11 +212,49 @@ fn ipv6(ctx: &TcContext, l3: usize) -> Option<(u16, usize, u32)> {
 /// Headers this deep are enough for every segment we parse.
 const PULL_BYTES: u32 = 128;
 
+/// Ethernet, IPv4 without options, and the TCP ports: the common case, read
+/// under a single bounds check.
+const PLAIN_V4: usize = ETH_HLEN + 20 + 4;
+
+/// The plain IPv4 case in one read; None sends the packet down the general path.
+#[inline(always)]
+fn plain_v4(ctx: &TcContext) -> Option<(Located, u16, u16)> {
+    // SAFETY: bounds checked by ptr_at.
+    let h: [u8; PLAIN_V4] = unsafe { *ptr_at::<[u8; PLAIN_V4]>(ctx, 0)? };
+    let ip = ETH_HLEN;
+    let plain = u16::from_be_bytes([h[12], h[13]]) == ETH_P_IP
+        && h[ip] == 0x45
+        && h[ip + 9] == IPPROTO_TCP
+        && u16::from_be_bytes([h[ip + 6], h[ip + 7]]) & 0x1fff == 0;
+    let total = u32::from(u16::from_be_bytes([h[ip + 2], h[ip + 3]]));
+    if !plain || total < 20 {
+        return None;
+    }
+    let at = Located {
+        family: AF_INET,
+        l3: ip,
+        l4: ip + 20,
+        seg_len: total - 20,
+    };
+    let tcp = ip + 20;
+    Some((
+        at,
+        u16::from_be_bytes([h[tcp], h[tcp + 1]]),
+        u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
+    ))
+}
+
 #[inline(always)]
 fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
     // Untraced traffic costs this much: find the ports, look them up.
-    let at = locate(ctx)?;
-    let (sport, dport) = (be16_at(ctx, at.l4)?, be16_at(ctx, at.l4 + 2)?);
+    let (at, sport, dport) = match plain_v4(ctx) {
+        Some(found) => found,
+        None => {
+            let at = locate(ctx)?;
+            let ports = (be16_at(ctx, at.l4)?, be16_at(ctx, at.l4 + 2)?);
+            (at, ports.0, ports.1)
+        }
+    };
     if !maps::port_gate(sport, dport) || !maps::family_traced(at.family) {
         return None;
     }

@@ -10,50 +10,78 @@ use crate::{
     output::{Summary, ip, micros, num},
 };
 
+/// The socket address is a kernel pointer: a string, as JSON numbers lose its low bits.
+fn sock(out: &mut String, sock: u64) {
+    let _ = write!(out, "\"{sock:#x}\"");
+}
+
 pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
     let p = s.process();
     out.push_str("{\"type\":\"state\",\"ts\":\"");
     clock.rfc3339(s.ts_ns, out);
-    // The socket address is a kernel pointer: a string, as JSON numbers lose its low bits.
-    let _ = write!(out, "\",\"sock\":\"{:#x}\",\"pid\":{},\"comm\":", s.sock, p.pid);
+    out.push('"');
+    key(out, "sock");
+    sock(out, s.sock);
+    key(out, "pid");
+    num(out, p.pid);
+    key(out, "comm");
     string(out, p.comm());
-    let _ = write!(
-        out,
-        ",\"family\":\"{}\",\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"old\":\"{}\",\"new\":\"{}\"}}",
-        s.family.name(),
-        s.laddr,
-        s.lport,
-        s.raddr,
-        s.rport,
-        s.old.name(),
-        s.new.name()
-    );
+    key(out, "family");
+    plain(out, s.family.name());
+    key(out, "laddr");
+    quoted_ip(out, s.laddr);
+    key(out, "lport");
+    num(out, s.lport);
+    key(out, "raddr");
+    quoted_ip(out, s.raddr);
+    key(out, "rport");
+    num(out, s.rport);
+    key(out, "old");
+    plain(out, s.old.name());
+    key(out, "new");
+    plain(out, s.new.name());
+    out.push('}');
 }
 
 pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
     out.push_str("{\"type\":\"packet\",\"ts\":\"");
     clock.rfc3339(seg.ts_ns, out);
-    out.push_str("\",\"iface\":");
+    out.push('"');
+    key(out, "iface");
     string(out, iface);
+    key(out, "hook");
+    plain(out, seg.hook.name());
     let ((s, sp), (d, dp)) = (seg.src(), seg.dst());
-    let _ = write!(
-        out,
-        ",\"hook\":\"{}\",\"saddr\":\"{s}\",\"sport\":{sp},\"daddr\":\"{d}\",\"dport\":{dp},\"seq\":{},\"ack\":{},\"flags\":[",
-        seg.hook.name(),
-        seg.seq,
-        seg.ack
-    );
+    key(out, "saddr");
+    quoted_ip(out, s);
+    key(out, "sport");
+    num(out, sp);
+    key(out, "daddr");
+    quoted_ip(out, d);
+    key(out, "dport");
+    num(out, dp);
+    key(out, "seq");
+    num(out, seg.seq);
+    key(out, "ack");
+    num(out, seg.ack);
+    key(out, "flags");
+    out.push('[');
     let mut first = true;
     for (i, name) in FLAG_NAMES.iter().enumerate() {
         if seg.flags & (1 << i) != 0 {
             if !first {
                 out.push(',');
             }
-            let _ = write!(out, "\"{name}\"");
+            plain(out, name);
             first = false;
         }
     }
-    let _ = write!(out, "],\"win\":{},\"len\":{}}}", seg.win, seg.len);
+    out.push(']');
+    key(out, "win");
+    num(out, seg.win);
+    key(out, "len");
+    num(out, seg.len);
+    out.push('}');
 }
 
 /// `,"name":` (the first key of an object is written by hand).
@@ -88,9 +116,8 @@ fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
 /// Built piece by piece rather than with `write!`: one of these is printed
 /// for every socket, and formatting machinery was most of the tracer's time.
 pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
-    out.push_str("{\"type\":\"connection\",\"sock\":\"0x");
-    let _ = write!(out, "{:x}", c.sock);
-    out.push('"');
+    out.push_str("{\"type\":\"connection\",\"sock\":");
+    sock(out, c.sock);
     key(out, "pid");
     num(out, c.process.pid);
     key(out, "comm");

@@ -3,6 +3,7 @@
 //! not fool. Prints a table, or JSON with `--json`.
 mod bulk;
 pub mod hold;
+mod pipeline;
 pub mod record;
 mod report;
 mod stats;
@@ -116,7 +117,9 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
     let bulk = bulk_runs(tracer, &dir, opts.rounds)?;
     eprintln!("bench: {} connections held open", hold::PER_PROCESS * HOLDERS);
     let memory = hold_memory(tracer, &dir)?;
-    let r = report::Report::new(&samples, bulk, memory);
+    eprintln!("bench: userspace pipeline (cargo bench)");
+    let mut r = report::Report::new(&samples, bulk, memory);
+    r.pipeline = pipeline::run(&crate::build::workspace_root())?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&r.json())?);
     } else {
