@@ -289,3 +289,17 @@ fn without_privileges_it_names_what_is_missing() {
         "{err}"
     );
 }
+
+/// A fresh host has tracefs unmounted: the tracer mounts it and runs.
+#[test]
+fn an_unmounted_tracefs_is_mounted() {
+    let mounted = || std::path::Path::new("/sys/kernel/tracing/events").is_dir();
+    if mounted() {
+        let st = Command::new("umount").arg("/sys/kernel/tracing").status().unwrap();
+        assert!(st.success(), "cannot unmount tracefs for the test");
+    }
+    assert!(!mounted());
+    let tracer = Tracer::start(&["--port", "9"]);
+    assert!(mounted(), "the tracer did not mount tracefs");
+    tracer.stop();
+}
