@@ -633,3 +633,60 @@ fn family_filters_keep_one_family() {
         assert!(conns.iter().all(|c| c["family"] == family), "{flag}: {conns:?}");
     }
 }
+
+/// Total retransmissions of a socket, by the kernel's own count (TCP_INFO).
+fn total_retrans(s: &TcpStream) -> u32 {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket, and an out buffer of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    info.tcpi_total_retrans
+}
+
+/// The server's address vanishes while the client sends: its packets are
+/// dropped, the kernel retransmits until the address is back, and the record
+/// counts what the kernel counted.
+#[test]
+fn retransmissions_are_counted_as_the_kernel_counts_them() {
+    let ns = NetNs::new();
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let to = SocketAddr::new(ns.ns_v4.parse().unwrap(), port);
+    let listener = listen(to, Some(&ns));
+    let mut client = TcpStream::connect(to).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let peer = format!("trp{}", ns.host_iface.trim_start_matches("trh"));
+    let addr = format!("{}/24", ns.ns_v4);
+    let address = |op: &str| {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ip", "addr", op, &addr, "dev", &peer])
+            .status();
+        assert!(st.unwrap().success());
+    };
+    address("del");
+    client.write_all(REQUEST).unwrap();
+    thread::sleep(Duration::from_millis(900));
+    address("add");
+    let mut req = vec![0u8; REQUEST.len()];
+    server.read_exact(&mut req).unwrap();
+    let retrans = total_retrans(&client);
+    assert!(retrans > 0, "the kernel retransmitted nothing");
+    let lport = client.local_addr().unwrap().port();
+    drop(client);
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).unwrap();
+    drop(server);
+    let records = tracer.stop();
+    let c = connection(&records, lport, port);
+    assert_eq!(c["retransmits"], retrans, "{c}");
+    assert_eq!(c["bytes"]["tx"].as_u64().unwrap() % REQUEST.len() as u64, 0, "{c}");
+}
