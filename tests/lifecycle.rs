@@ -690,3 +690,92 @@ fn retransmissions_are_counted_as_the_kernel_counts_them() {
     assert_eq!(c["retransmits"], retrans, "{c}");
     assert_eq!(c["bytes"]["tx"].as_u64().unwrap() % REQUEST.len() as u64, 0, "{c}");
 }
+
+/// A client socket bound to a fixed local port before connecting (libc: std
+/// cannot bind a TcpStream).
+fn connect_from(local_port: u16, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a fresh fd with correctly sized arguments.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+        let sin = |port: u16, ip: [u8; 4]| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sin(local_port, [127, 0, 0, 1]);
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&raw const local).cast(), len),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+        let remote = sin(to.port(), to.ip().octets());
+        assert_eq!(
+            libc::connect(fd, (&raw const remote).cast(), len),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// The same 4-tuple twice (the server closes first, so its TIME_WAIT lets the
+/// client reuse its port): the second connection's counters start afresh.
+#[test]
+fn a_reused_four_tuple_starts_its_counters_afresh() {
+    let port = free_port();
+    let local = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for _ in 0..2 {
+        let mut c = connect_from(local, listener.local_addr().unwrap());
+        let (mut s, _) = listener.accept().unwrap();
+        c.write_all(REQUEST).unwrap();
+        let mut req = vec![0u8; REQUEST.len()];
+        s.read_exact(&mut req).unwrap();
+        s.write_all(RESPONSE).unwrap();
+        drop(s);
+        c.read_to_end(&mut Vec::new()).unwrap();
+        drop(c);
+        thread::sleep(Duration::from_millis(150));
+    }
+    let records = tracer.stop();
+    let clients: Vec<&Value> = of_type(&records, "connection")
+        .into_iter()
+        .filter(|r| r["lport"] == local)
+        .collect();
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    for c in &clients {
+        assert_eq!(c["bytes"]["tx"], REQ, "{c}");
+        assert_eq!(c["bytes"]["rx"], RESP, "{c}");
+        assert_eq!(c["flags"]["tx"]["SYN"], 1, "{c}");
+        assert_eq!(c["flags"]["rx"]["FIN"], 1, "{c}");
+    }
+    assert_eq!(clients[0]["packets"], clients[1]["packets"]);
+}
+
+/// A dual-stack server socket talks IPv4 to an IPv4 client: `-4` keeps it,
+/// with the traffic its IPv4 packets carried.
+#[test]
+fn a_dual_stack_socket_counts_as_the_family_of_its_traffic() {
+    let port = free_port();
+    let tracer = Tracer::start(&["-4", "--port", &port.to_string()]);
+    let listener = listen(SocketAddr::new("::".parse().unwrap(), port), None);
+    let client = exchange(&listener, SocketAddr::from(([127, 0, 0, 1], port)), Closer::Client);
+    let records = tracer.stop();
+    let s = connection(&records, port, client.port());
+    assert_eq!(s["family"], "ipv6", "{s}");
+    assert_eq!(s["raddr"], "::ffff:127.0.0.1", "{s}");
+    assert_eq!(s["bytes"]["rx"], REQ, "{s}");
+    assert_eq!(s["bytes"]["tx"], RESP, "{s}");
+}

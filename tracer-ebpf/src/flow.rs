@@ -102,10 +102,22 @@ pub fn count(stats: *mut FlowStats, from: usize, flags: u8, len: u32) {
 
 /// Opens a flow's record. Every share starts zeroed, and a zero `captured`
 /// means the first payload head of that direction is still wanted: each CPU
-/// ships the first one it sees (userspace keeps the earliest).
+/// ships the first one it sees.
 #[inline(always)]
 pub fn open(key: &FlowKey) -> Option<*mut FlowStats> {
     FLOWS.insert(key, FlowStats::default(), 0).ok()?;
+    FLOWS.get_ptr_mut(key)
+}
+
+/// Starts a reused 4-tuple's record afresh. Updating an existing per-CPU
+/// element only rewrites this CPU's share, so every share is zeroed in place
+/// (another CPU may hold a pointer into the element: it is not replaced).
+#[inline(always)]
+pub fn reset(key: &FlowKey) -> Option<*mut FlowStats> {
+    for_each_share(key, |p| {
+        // SAFETY: a checked map value.
+        unsafe { *p = FlowStats::default() };
+    });
     FLOWS.get_ptr_mut(key)
 }
 

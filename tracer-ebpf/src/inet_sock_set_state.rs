@@ -50,7 +50,7 @@ fn on_transition(ctx: &TracePointContext) {
     let sport: u16 = field(ctx, f::SPORT);
     let dport: u16 = field(ctx, f::DPORT);
     let family: u16 = field(ctx, f::FAMILY);
-    if !maps::ports_traced(sport, dport) || !maps::family_traced(family) {
+    if !maps::ports_traced(sport, dport) {
         return;
     }
     let sock: u64 = field(ctx, f::SKADDR);
@@ -61,6 +61,11 @@ fn on_transition(ctx: &TracePointContext) {
     } else {
         (v6(ctx, f::SADDR_V6), v6(ctx, f::DADDR_V6))
     };
+    // -4/-6 mean the traffic's family: a dual-stack socket talking to an IPv4
+    // peer carries IPv4 packets, as the classifier sees them.
+    if !maps::family_traced(FlowKey::of_socket(family, saddr, sport, daddr, dport).0.family) {
+        return;
+    }
     // Without --pid or --comm the kernel keeps no owner table: the owner is
     // shipped where it is taken (connect, listen, accept) and userspace
     // remembers it, which keeps map updates off every connection's path.
@@ -146,6 +151,9 @@ fn ship_close(event: &StateEvent, key: Option<&FlowKey>) -> bool {
             (*p).stats = FlowStats::default();
         }
         (*p).has_stats = u32::from(found);
+        // Stamped after the sum: a segment stamped later (segments are stamped
+        // before they are counted) is not in these totals.
+        (*p).state.header.ts_ns = bpf_ktime_get_ns();
         (*p)._pad = 0;
     }
     entry.submit(maps::submit_flags());

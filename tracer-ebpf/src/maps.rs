@@ -78,8 +78,9 @@ pub fn submit_flags() -> u64 {
 #[inline(always)]
 pub fn count_drop() {
     if let Some(n) = DROPS.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *n += 1 };
+        // SAFETY: this CPU's slot; atomic because the classifier (softirq) can
+        // interrupt the tracepoint on the same CPU mid-increment.
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, 1) };
     }
 }
 

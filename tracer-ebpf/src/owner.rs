@@ -34,14 +34,22 @@ pub fn in_process_context(old: u8, new: u8) -> (Task, Task) {
     }
 }
 
-/// The owner of `sock` as of this transition, remembering it when it is first known.
+/// The owner of `sock` as of this transition, remembering it when it is first
+/// known. A socket's birth (connect, listen, or cloning from a listener)
+/// always decides afresh: socket addresses are reused, and an entry left by
+/// an earlier socket at the same address must not be inherited.
 #[inline(always)]
 pub fn resolve(sock: u64, old: u8, new: u8, sport: u16, current: &Task) -> Task {
-    if let Some(t) = OWNERS.get_ptr(sock) {
+    let born_here = old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN);
+    let cloned = old == tcp_state::LISTEN && new == tcp_state::SYN_RECV;
+    if !born_here
+        && !cloned
+        && let Some(t) = OWNERS.get_ptr(sock)
+    {
         // SAFETY: a map value pointer the verifier checked for null.
         return unsafe { *t };
     }
-    let owner = if old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN) {
+    let owner = if born_here {
         *current
     } else if let Some(t) = LISTENERS.get_ptr(sport) {
         // SAFETY: as above.

@@ -41,6 +41,8 @@ struct Segment {
     win: u16,
     payload_off: usize,
     payload_len: u32,
+    /// When it was seen: stamped before it is counted (see the close event).
+    ts_ns: u64,
 }
 
 const ETH_HLEN: usize = 14;
@@ -149,6 +151,8 @@ fn parse(ctx: &TcContext, at: &Located, sport: u16, dport: u16) -> Option<Segmen
         win: u16::from_be_bytes([h[14], h[15]]),
         payload_off: at.l4 + doff,
         payload_len: at.seg_len - doff as u32,
+        // SAFETY: no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
     })
 }
 
@@ -296,6 +300,7 @@ fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_com
         if !opening || !flow::is_new_connection(key, from, seg.flags, seg.seq) {
             return Some(s);
         }
+        return flow::reset(key);
     } else if !opening {
         return None;
     }
@@ -328,11 +333,10 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
 #[inline(always)]
 fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, k: u32) -> SegmentEvent {
     SegmentEvent {
-        // SAFETY: no preconditions.
         header: EventHeader {
             kind: k,
             _pad: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns: seg.ts_ns,
         },
         key: *key,
         seq: seg.seq,

@@ -49,8 +49,17 @@ pub fn by_name(name: &str) -> Result<Iface, IfaceError> {
     }
 }
 
-/// Every interface that is up; ones the classifier cannot parse are skipped
-/// with a warning.
+/// A device whose packets also cross another traced device: a bridge port or
+/// bond slave (it has a master) or a VLAN device (its parent sees the tagged
+/// frame). Counting both would count each segment twice.
+fn stacked(name: &str) -> bool {
+    let dir = format!("/sys/class/net/{name}");
+    std::path::Path::new(&format!("{dir}/master")).exists()
+        || fs::read_to_string(format!("{dir}/uevent")).is_ok_and(|u| u.lines().any(|l| l == "DEVTYPE=vlan"))
+}
+
+/// Every interface that is up, stacked devices left to the device below or
+/// above them; ones the classifier cannot parse are skipped with a warning.
 pub fn all_up() -> Vec<Iface> {
     let mut names: Vec<String> = fs::read_dir("/sys/class/net")
         .into_iter()
@@ -58,6 +67,7 @@ pub fn all_up() -> Vec<Iface> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| sysfs_u32(n, "flags").is_some_and(|f| f & IFF_UP != 0))
+        .filter(|n| !stacked(n))
         .collect();
     names.sort();
     names

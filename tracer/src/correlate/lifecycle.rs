@@ -19,8 +19,21 @@ pub struct Lifecycle {
     /// Set by the close event: its timestamp and the flow's counters then
     /// (boxed: most of a lifecycle is spent open, and open ones must be small).
     pub closed: Option<(u64, Option<Box<FlowStats>>)>,
-    /// Whether this socket counts among its flow's sockets (once its ports are known).
-    pub claimed: bool,
+    /// The flow this socket counts in, once its ports are known.
+    pub flow: Option<tracer_common::FlowKey>,
+    /// Tells this socket from an earlier one at the same address.
+    pub generation: u64,
+}
+
+/// A transition that starts a socket's life: connect, listen, or an accepted
+/// socket cloned from its listener.
+pub fn is_birth(s: &StateChange) -> bool {
+    matches!(
+        (s.old.0, s.new.0),
+        (tcp_state::CLOSE, tcp_state::SYN_SENT)
+            | (tcp_state::CLOSE, tcp_state::LISTEN)
+            | (tcp_state::LISTEN, tcp_state::SYN_RECV)
+    )
 }
 
 /// What this socket's first transition says about how it was born. Sockets
@@ -42,7 +55,8 @@ impl Lifecycle {
             role: role_of(first),
             states: Vec::new(),
             closed: None,
-            claimed: false,
+            flow: None,
+            generation: 0,
         }
     }
 
@@ -69,7 +83,7 @@ impl Lifecycle {
 
     /// This socket's flow, once it has ports.
     pub fn key(&self) -> Option<tracer_common::FlowKey> {
-        self.claimed.then(|| self.last.flow().0)
+        self.flow
     }
 
     pub fn start_ns(&self, syn_rx: Option<u64>) -> u64 {

@@ -47,13 +47,20 @@ struct FlowLog {
 /// How long a flow's segments wait for a socket to claim them: a flow of an
 /// untraced process (`--pid`) never gets one.
 const UNCLAIMED_FLOW_NS: u64 = 2_000_000_000;
+const PRUNE_EVERY_NS: u64 = 1_000_000_000;
+/// Room for FIN and RST segments beyond `segments_per_flow`.
+const DIALOG_ROOM: usize = 16;
 
 #[derive(Debug)]
 pub struct Correlator {
     limits: Limits,
     open: HashMap<u64, Lifecycle>,
-    /// Creation order of open sockets, oldest first (with stale entries).
-    order: VecDeque<u64>,
+    /// Creation order of open sockets (address, generation), oldest first,
+    /// with stale entries.
+    order: VecDeque<(u64, u64)>,
+    generation: u64,
+    /// When unclaimed flows were last pruned.
+    pruned_ns: u64,
     closing: VecDeque<(u64, Lifecycle)>,
     flows: HashMap<FlowKey, FlowLog>,
     /// Listening port -> its owner: the provisional owner of the sockets it
@@ -68,6 +75,8 @@ impl Correlator {
             limits,
             open: HashMap::default(),
             order: VecDeque::new(),
+            generation: 0,
+            pruned_ns: 0,
             closing: VecDeque::new(),
             flows: HashMap::default(),
             listeners: HashMap::default(),
@@ -108,7 +117,11 @@ impl Correlator {
             (tcp_state::CLOSE, tcp_state::LISTEN, Some(owner)) => {
                 self.listeners.insert(s.lport, owner);
             }
-            (tcp_state::LISTEN, tcp_state::CLOSE, _) => {
+            // Only the listener's own owner removes it: another listener may
+            // share the port (SO_REUSEPORT, another address).
+            (tcp_state::LISTEN, tcp_state::CLOSE, Some(owner))
+                if self.listeners.get(&s.lport).is_some_and(|l| l.pid == owner.pid) =>
+            {
                 self.listeners.remove(&s.lport);
             }
             _ => {}
@@ -132,22 +145,38 @@ impl Correlator {
     }
 
     fn lifecycle(&mut self, s: &StateChange) -> &mut Lifecycle {
+        // A birth at an address we still hold means the previous socket's
+        // close was lost (a full ring buffer, counted as a drop): the address
+        // now belongs to a new socket, which must not inherit the old life.
+        if lifecycle::is_birth(s)
+            && let Some(stale) = self.open.remove(&s.sock)
+        {
+            self.detach(&stale);
+        }
         if !self.open.contains_key(&s.sock) {
             if self.open.len() >= self.limits.max_sockets {
                 self.evict_oldest();
             }
-            self.order.push_back(s.sock);
+            self.generation += 1;
+            let mut life = Lifecycle::new(s);
+            life.generation = self.generation;
+            self.open.insert(s.sock, life);
+            self.order.push_back((s.sock, self.generation));
             if self.order.len() > 2 * self.limits.max_sockets + 16 {
                 let open = &self.open;
-                self.order.retain(|sock| open.contains_key(sock));
+                self.order
+                    .retain(|(sock, g)| open.get(sock).is_some_and(|l| l.generation == *g));
             }
         }
-        self.open.entry(s.sock).or_insert_with(|| Lifecycle::new(s))
+        self.open.get_mut(&s.sock).expect("inserted above")
     }
 
+    /// Evicts the oldest open socket; entries for sockets gone since (or
+    /// whose address a younger socket took) are skipped.
     fn evict_oldest(&mut self) {
-        while let Some(sock) = self.order.pop_front() {
-            if let Some(life) = self.open.remove(&sock) {
+        while let Some((sock, g)) = self.order.pop_front() {
+            if self.open.get(&sock).is_some_and(|l| l.generation == g) {
+                let life = self.open.remove(&sock).expect("checked above");
                 self.detach(&life);
                 self.evicted += 1;
                 return;
@@ -159,13 +188,13 @@ impl Correlator {
     fn track(&mut self, s: &StateChange) -> &mut Lifecycle {
         let claim = {
             let life = self.lifecycle(s);
-            !life.claimed && s.lport != 0 && s.rport != 0
+            (life.flow.is_none() && s.lport != 0 && s.rport != 0).then(|| s.flow().0)
         };
-        if claim {
-            self.flows.entry(s.flow().0).or_default().sockets += 1;
+        if let Some(key) = claim {
+            self.flows.entry(key).or_default().sockets += 1;
         }
         let life = self.open.get_mut(&s.sock).expect("tracked just now");
-        life.claimed |= claim;
+        life.flow = life.flow.or(claim);
         life
     }
 
@@ -194,7 +223,11 @@ impl Correlator {
                 return;
             }
         }
-        if log.segments.len() < self.limits.segments_per_flow {
+        // FINs and RSTs decide the close and its late counts: they get room
+        // beyond the cap, itself bounded.
+        let dialog = seg.has(tcp_flag::FIN | tcp_flag::RST);
+        let cap = self.limits.segments_per_flow + if dialog { DIALOG_ROOM } else { 0 };
+        if log.segments.len() < cap {
             log.segments.push(seg.clone());
         } else {
             log.omitted += 1;
@@ -208,9 +241,17 @@ impl Correlator {
             let (_, life) = self.closing.pop_front().unwrap();
             self.finish(life, None, now_ns, out);
         }
-        if self.flows.len() > 4 * self.limits.max_sockets {
+        // Flows no socket claimed (other processes' under --pid, scans): pruned
+        // at most once a second, and beyond the cap even when young.
+        let over = self.flows.len() > 4 * self.limits.max_sockets;
+        if over || now_ns.saturating_sub(self.pruned_ns) > PRUNE_EVERY_NS {
+            self.pruned_ns = now_ns;
+            let before = self.flows.len();
             self.flows
-                .retain(|_, f| f.sockets > 0 || now_ns.saturating_sub(f.last_seen_ns) < UNCLAIMED_FLOW_NS);
+                .retain(|_, f| f.sockets > 0 || (!over && now_ns.saturating_sub(f.last_seen_ns) < UNCLAIMED_FLOW_NS));
+            if over {
+                self.evicted += (before - self.flows.len()) as u64;
+            }
         }
     }
 
@@ -252,18 +293,17 @@ impl Correlator {
             None => life.closed.as_ref().and_then(|c| c.1.as_deref()),
         };
         let close_ts = life.closed.as_ref().map(|c| c.0);
-        let first_late = close_ts.map_or(segments.len(), |t| segments.partition_point(|s| s.ts_ns <= t));
-        let late = if stats.is_some() {
-            &segments[first_late..]
-        } else {
-            &[][..]
+        // Ring order is not time order across CPUs: filter, do not bisect.
+        let late: Vec<Segment> = match (close_ts, stats) {
+            (Some(t), Some(_)) => segments.iter().filter(|s| s.ts_ns > t).cloned().collect(),
+            _ => Vec::new(),
         };
         let mut conn = life.connection(
             role,
             View {
                 stats,
                 syn_ts: log.map_or([None; 2], |l| l.syn_ts),
-                late,
+                late: &late,
                 segments,
                 open_at_exit: at_exit.is_some(),
                 now_ns,
