@@ -248,33 +248,42 @@ fn plain_v4(ctx: &TcContext) -> Option<(Located, u16, u16)> {
     ))
 }
 
+/// Where the ports are, and what they are: the plain IPv4 case in one read,
+/// anything else through the general walk.
+#[inline(always)]
+fn ports(ctx: &TcContext) -> Option<(Located, u16, u16)> {
+    if let Some(found) = plain_v4(ctx) {
+        return Some(found);
+    }
+    let at = locate(ctx)?;
+    let (sport, dport) = (be16_at(ctx, at.l4)?, be16_at(ctx, at.l4 + 2)?);
+    Some((at, sport, dport))
+}
+
+/// Headers not all in the linear area (some drivers receive into page
+/// fragments) are made linear, which moves bytes within the skb but changes
+/// nothing on the wire. False when there is nothing to pull.
+#[inline(always)]
+fn pull_headers(ctx: &TcContext) -> bool {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    linear < ctx.len() && linear < PULL_BYTES && ctx.pull_data(core::cmp::min(ctx.len(), PULL_BYTES)).is_ok()
+}
+
 #[inline(always)]
 fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
     // Untraced traffic costs this much: find the ports, look them up.
-    let (at, sport, dport) = match plain_v4(ctx) {
+    let (at, sport, dport) = match ports(ctx) {
         Some(found) => found,
-        None => {
-            let at = locate(ctx)?;
-            let ports = (be16_at(ctx, at.l4)?, be16_at(ctx, at.l4 + 2)?);
-            (at, ports.0, ports.1)
-        }
+        None if pull_headers(ctx) => ports(ctx)?,
+        None => return None,
     };
     if !maps::port_gate(sport, dport) || !maps::family_traced(at.family) {
         return None;
     }
     let seg = match parse(ctx, &at, sport, dport) {
         Some(seg) => seg,
-        None => {
-            // Headers not all in the linear area (some drivers receive into
-            // page fragments): make them linear, which moves bytes within the
-            // skb but changes nothing on the wire.
-            let linear = (ctx.data_end() - ctx.data()) as u32;
-            if linear >= ctx.len() || linear >= PULL_BYTES {
-                return None;
-            }
-            ctx.pull_data(core::cmp::min(ctx.len(), PULL_BYTES)).ok()?;
-            parse(ctx, &locate(ctx)?, sport, dport)?
-        }
+        None if pull_headers(ctx) => parse(ctx, &locate(ctx)?, sport, dport)?,
+        None => return None,
     };
     let (key, from) = FlowKey::new(seg.family, seg.saddr, seg.sport, seg.daddr, seg.dport);
     let stats = flow_for(&key, from, &seg)?;
