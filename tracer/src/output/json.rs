@@ -28,14 +28,7 @@ pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
     string(out, p.comm());
     key(out, "family");
     plain(out, s.family.name());
-    key(out, "laddr");
-    quoted_ip(out, s.laddr);
-    key(out, "lport");
-    num(out, s.lport);
-    key(out, "raddr");
-    quoted_ip(out, s.raddr);
-    key(out, "rport");
-    num(out, s.rport);
+    endpoints(out, (s.laddr, s.lport), (s.raddr, s.rport));
     key(out, "old");
     plain(out, s.old.name());
     key(out, "new");
@@ -104,6 +97,16 @@ fn quoted_ip(out: &mut String, addr: std::net::IpAddr) {
     out.push('"');
 }
 
+/// `,"laddr":..,"lport":..,"raddr":..,"rport":..`, as states and connections share them.
+fn endpoints(out: &mut String, local: (std::net::IpAddr, u16), remote: (std::net::IpAddr, u16)) {
+    for ((addr, port), (a, p)) in [(local, ("laddr", "lport")), (remote, ("raddr", "rport"))] {
+        key(out, a);
+        quoted_ip(out, addr);
+        key(out, p);
+        num(out, port);
+    }
+}
+
 fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
     key(out, name);
     out.push_str("{\"tx\":");
@@ -126,14 +129,7 @@ pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
     plain(out, c.role.name());
     key(out, "family");
     plain(out, c.family.name());
-    key(out, "laddr");
-    quoted_ip(out, c.laddr);
-    key(out, "lport");
-    num(out, c.lport);
-    key(out, "raddr");
-    quoted_ip(out, c.raddr);
-    key(out, "rport");
-    num(out, c.rport);
+    endpoints(out, (c.laddr, c.lport), (c.raddr, c.rport));
     key(out, "start");
     out.push('"');
     clock.rfc3339(c.start_ns, out);
