@@ -1,7 +1,6 @@
 //! A packet capture of the same traffic the tracer sees, by tshark: the
 //! independent count the tracer's per-direction counters must match.
 use std::{
-    io::{BufRead, BufReader},
     net::{IpAddr, SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -55,14 +54,7 @@ impl Capture {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tshark (apt-get install tshark)");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let sink = lines.clone();
-        let reader = thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (lines, reader) = super::collect_lines(child.stdout.take().unwrap());
         let capture = Capture {
             child,
             lines,

@@ -52,14 +52,7 @@ impl Tracer {
             seen.push_str(&line);
         }
         thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let sink = lines.clone();
-        let reader = thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (lines, reader) = collect_lines(child.stdout.take().unwrap());
         Tracer {
             child,
             lines,
@@ -97,6 +90,18 @@ impl Drop for Tracer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every line `out` prints, gathered by a thread as they come.
+pub fn collect_lines(out: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, thread::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (lines, reader)
 }
 
 pub fn signal(pid: u32, sig: i32) {

@@ -83,6 +83,8 @@ fn on_transition(ctx: &TracePointContext) {
     let traced = !by_owner || maps::owner_traced(&owner);
     // Until connect() binds it, an active socket has no local port: no flow yet.
     // Without owner filters, the flow matters only to a closing socket.
+    // Recomputed rather than kept from the family check: holding the 40-byte
+    // key across the owner lookups overflows the 512-byte BPF stack.
     let key = (sport != 0 && dport != 0 && (by_owner || new == tcp_state::CLOSE))
         .then(|| FlowKey::of_socket(family, saddr, sport, daddr, dport).0);
     let closing = traced && new == tcp_state::CLOSE;

@@ -12,6 +12,14 @@ pub struct Process {
     comm: [u8; tracer_common::COMM_LEN],
 }
 
+/// A command name in the kernel's form: at most 15 bytes, NUL-padded.
+pub fn comm_bytes(name: &str) -> [u8; tracer_common::COMM_LEN] {
+    let mut comm = [0u8; tracer_common::COMM_LEN];
+    let n = name.len().min(tracer_common::COMM_LEN - 1);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+    comm
+}
+
 impl Process {
     pub fn new(pid: u32, comm: [u8; tracer_common::COMM_LEN]) -> Self {
         Self { pid, comm }

@@ -8,9 +8,9 @@ use aya::{
     util::KernelVersion,
 };
 use aya_log::EbpfLogger;
-use tracer_common::{COMM_LEN, FlowKey, FlowStats, Task, filter, port_role};
+use tracer_common::{FlowKey, FlowStats, Task, filter, port_role};
 
-use crate::{iface::Iface, procfs::Listener};
+use crate::{event::comm_bytes, iface::Iface, procfs::Listener};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -118,13 +118,6 @@ fn port_roles(s: &Settings) -> std::collections::BTreeMap<u16, u8> {
         }
     }
     roles
-}
-
-fn comm_bytes(name: &str) -> [u8; COMM_LEN] {
-    let mut comm = [0u8; COMM_LEN];
-    let n = name.len().min(COMM_LEN - 1);
-    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
-    comm
 }
 
 pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {

@@ -17,10 +17,7 @@ pub struct Listener {
 impl Listener {
     /// The listener's process as the kernel would name it (comm: 15 bytes).
     pub fn process(&self) -> crate::event::Process {
-        let mut comm = [0u8; tracer_common::COMM_LEN];
-        let n = self.comm.len().min(tracer_common::COMM_LEN - 1);
-        comm[..n].copy_from_slice(&self.comm.as_bytes()[..n]);
-        crate::event::Process::new(self.pid, comm)
+        crate::event::Process::new(self.pid, crate::event::comm_bytes(&self.comm))
     }
 }
 
