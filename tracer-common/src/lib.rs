@@ -172,7 +172,7 @@ pub struct DirCounters {
     /// Sequence number of this direction's SYN (valid when `has_isn` is 1).
     pub isn: u32,
     pub has_isn: u32,
-    /// Nonzero once this share shipped its direction's first payload head.
+    /// Payload heads this share shipped without a `Want` entry.
     pub captured: u32,
 }
 
@@ -243,9 +243,40 @@ pub struct SegmentEvent {
     pub _pad: [u8; 1],
     /// Payload bytes that follow (PAYLOAD events only).
     pub captured: u16,
+    /// Where in the payload the captured bytes start (PAYLOAD events only):
+    /// userspace may ask for bytes from the middle of a segment on.
+    pub head_off: u32,
+    pub _pad2: u32,
 }
 
-pub const MAX_CAPTURE: usize = 512;
+pub const MAX_CAPTURE: usize = 2048;
+
+/// Payload heads a flow's direction ships (per CPU) before userspace says
+/// what it wants: enough for a short exchange that ends before userspace
+/// has read its first bytes, few enough that a bulk transfer costs nothing.
+pub const DEFAULT_HEADS: u32 = 16;
+
+/// What userspace wants of a flow's payload, per direction (endpoint index
+/// of the sender), in the `WANTS` map. Flows without an entry ship their
+/// first `DEFAULT_HEADS` payload heads per direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Want {
+    /// With `want::FROM`: the sequence number of the first byte wanted.
+    pub from_seq: [u32; 2],
+    pub mode: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// `Want::mode` values.
+pub mod want {
+    /// As if there were no entry.
+    pub const DEFAULT: u8 = 0;
+    /// Ship every segment that carries bytes at or after `from_seq`.
+    pub const FROM: u8 = 1;
+    /// Ship no payload heads.
+    pub const NONE: u8 = 2;
+}
 
 /// A segment and the head of its payload.
 #[repr(C)]
@@ -346,6 +377,7 @@ mod pod {
     unsafe impl aya::Pod for super::PayloadEvent {}
     unsafe impl aya::Pod for super::CloseEvent {}
     unsafe impl aya::Pod for super::OwnerEvent {}
+    unsafe impl aya::Pod for super::Want {}
 }
 
 #[cfg(test)]
@@ -358,7 +390,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<DirCounters>(), 64);
         assert_eq!(size_of::<FlowStats>(), 136);
-        assert_eq!(size_of::<SegmentEvent>(), 80);
+        assert_eq!(size_of::<SegmentEvent>(), 88);
+        assert_eq!(size_of::<Want>(), 12);
         assert_eq!(size_of::<CloseEvent>(), 248);
         assert_eq!(size_of::<OwnerEvent>(), 48);
     }

@@ -100,9 +100,8 @@ pub fn count(stats: *mut FlowStats, from: usize, flags: u8, len: u32) {
     }
 }
 
-/// Opens a flow's record. Every share starts zeroed, and a zero `captured`
-/// means the first payload head of that direction is still wanted: each CPU
-/// ships the first one it sees.
+/// Opens a flow's record. Every share starts zeroed: each CPU may ship its
+/// own `DEFAULT_HEADS` payload heads per direction until userspace says more.
 #[inline(always)]
 pub fn open(key: &FlowKey) -> Option<*mut FlowStats> {
     FLOWS.insert(key, FlowStats::default(), 0).ok()?;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{AF_INET, AF_INET6, COMM_LEN, MAX_CAPTURE, Task, filter, port_role};
+use tracer_common::{AF_INET, AF_INET6, COMM_LEN, FlowKey, MAX_CAPTURE, Task, Want, filter, port_role};
 
 /// Every event of every kind; userspace sets the real size before load.
 #[map]
@@ -35,6 +35,11 @@ pub static OWNERS: LruHashMap<u64, Task> = LruHashMap::with_max_entries(65536, 0
 /// sockets it will accept: they change state in softirq before `accept` returns.
 #[map]
 pub static LISTENERS: LruHashMap<u16, Task> = LruHashMap::with_max_entries(4096, 0);
+
+/// Flow -> the payload its protocol detector wants, written by userspace
+/// (a plain hash: entries are few, and userspace deletes each with its flow).
+#[map]
+pub static WANTS: HashMap<FlowKey, Want> = HashMap::with_max_entries(65536, 0);
 
 /// Which filters apply (`tracer_common::filter` bits).
 #[unsafe(no_mangle)]

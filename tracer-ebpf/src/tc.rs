@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, EventHeader, FlowKey, MAX_CAPTURE, PayloadEvent, SegmentEvent, filter, flow_mark, hook, kind,
-    tcp_flag,
+    AF_INET, AF_INET6, DEFAULT_HEADS, EventHeader, FlowKey, MAX_CAPTURE, PayloadEvent, SegmentEvent, filter, flow_mark,
+    hook, kind, tcp_flag, want,
 };
 
 use crate::{flow, maps};
@@ -324,18 +324,46 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     if filtered && marks & flow_mark::TRACED == 0 && marks & flow_mark::IGNORED != 0 {
         return;
     }
-    // SAFETY: as above (this CPU's share).
-    let captured = unsafe { &raw mut (*stats).dir[from & 1].captured };
-    if seg.payload_len > 0 && maps::capture_bytes() > 0 && unsafe { *captured } == 0 {
-        // SAFETY: as above.
-        unsafe { *captured = 1 };
-        ship_payload(ctx, hook, seg, key, from);
+    if seg.payload_len > 0
+        && maps::capture_bytes() > 0
+        && let Some(off) = payload_wanted(seg, key, from, stats)
+    {
+        ship_payload(ctx, hook, seg, key, from, off);
         return;
     }
     let dialog = seg.flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0;
     let late = marks & flow_mark::CLOSED != 0;
     if dialog || late || maps::filters() & filter::ALL_SEGMENTS != 0 {
         ship_segment(ctx, hook, seg, key, from);
+    }
+}
+
+/// Where in this segment's payload the bytes userspace wants start, if any.
+#[inline(always)]
+fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) -> Option<u32> {
+    let d = from & 1;
+    // SAFETY: a map value, read-only here.
+    let wanted = unsafe { maps::WANTS.get(key) }.map(|w| (w.mode[d], w.from_seq[d]));
+    match wanted {
+        Some((want::FROM, first)) => {
+            // Sequence numbers wrap: compare by signed distance.
+            let end = seg.seq.wrapping_add(seg.payload_len);
+            if end.wrapping_sub(first) as i32 <= 0 {
+                return None;
+            }
+            let off = first.wrapping_sub(seg.seq) as i32;
+            Some(if off > 0 { off as u32 } else { 0 })
+        }
+        Some((want::NONE, _)) => None,
+        _ => {
+            // SAFETY: this CPU's share of the flow's record, checked for null.
+            let shipped = unsafe { &mut (*stats).dir[d].captured };
+            if *shipped >= DEFAULT_HEADS {
+                return None;
+            }
+            *shipped += 1;
+            Some(0)
+        }
     }
 }
 
@@ -359,6 +387,8 @@ fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: 
         from: from as u8,
         _pad: [0],
         captured: 0,
+        head_off: 0,
+        _pad2: 0,
     }
 }
 
@@ -373,16 +403,16 @@ fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
 }
 
 /// Built here, then copied to the ring buffer at its real size: reserving a
-/// whole `PayloadEvent` would spend 592 bytes of ring on a 128-byte head.
+/// whole `PayloadEvent` would spend 2 KiB of ring on a 100-byte head.
 #[map]
 static PAYLOAD_SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize) {
+fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, off: u32) {
     let Some(p) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let want = core::cmp::min(seg.payload_len as usize, maps::capture_bytes());
+    let want = core::cmp::min((seg.payload_len - off) as usize, maps::capture_bytes());
     let mut captured = 0usize;
     if want > 0 && want <= MAX_CAPTURE {
         // Reloaded opaquely and masked, so the verifier sees it in
@@ -396,7 +426,7 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
         let rc = unsafe {
             bpf_skb_load_bytes(
                 ctx.skb.skb.cast(),
-                seg.payload_off as u32,
+                seg.payload_off as u32 + off,
                 (*p).data.as_mut_ptr().cast(),
                 want as u32,
             )
@@ -407,6 +437,7 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
     }
     let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD);
     head.captured = captured as u16;
+    head.head_off = off;
     // SAFETY: as above; the length is bounded by the scratch event's size.
     let bytes = unsafe {
         (*p).segment = head;

@@ -31,6 +31,7 @@ fn limits() -> Limits {
         segments_per_flow: 64,
         grace_ns: 60_000_000,
         keep_segments: false,
+        detect: true,
     }
 }
 

@@ -172,6 +172,7 @@ impl<W: Write> Session<W> {
             time: args.time,
         };
         let mut output = Output::new(format, layout, WallClock::sample(), out);
+        output.set_redact(!args.no_redact);
         output.set_ifnames(
             settings
                 .ifaces
@@ -185,6 +186,7 @@ impl<W: Write> Session<W> {
             segments_per_flow: if show.diagrams.is_some() { 4096 } else { 64 },
             grace_ns: GRACE_NS,
             keep_segments: show.diagrams.is_some(),
+            detect: args.capture_bytes > 0,
         };
         Ok(Self {
             reader: Reader::new(events).context("cannot watch the ring buffer")?,
@@ -265,6 +267,9 @@ impl<W: Write> Session<W> {
         });
         result?;
         self.correlator.tick(now, &mut self.finished);
+        for (key, control) in self.correlator.controls.drain(..) {
+            self.programs.control(&key, control);
+        }
         self.print_finished()?;
         self.output.flush().context("cannot write to stdout")
     }
@@ -299,6 +304,8 @@ impl<W: Write> Session<W> {
         self.print_finished()?;
         self.summary.dropped = self.programs.dropped();
         self.summary.evicted = self.correlator.evicted;
+        self.summary.payload_requests_refused = self.programs.want_errors;
+        self.summary.payload_gaps = self.correlator.payload_gaps;
         self.output.summary(&self.summary)?;
         Ok(self.output.into_inner())
     }

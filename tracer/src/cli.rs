@@ -76,10 +76,13 @@ pub struct OutputArgs {
     /// A time column on connection lines.
     #[arg(short = 'T', long)]
     pub time: bool,
-    /// Payload bytes captured from the head of each message that protocol detection needs (0-512).
-    #[arg(long, value_name = "N", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(0..=512))]
+    /// Payload bytes captured from each message head that protocol detection needs (0-2048; 0 turns detection off).
+    #[arg(long, value_name = "N", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(0..=2048))]
     pub capture_bytes: u32,
+    /// Show query strings in paths (redacted by default; header values are never shown).
+    #[arg(long)]
+    pub no_redact: bool,
     /// Open sockets tracked at once; beyond it the oldest is evicted (and counted).
     #[arg(long, value_name = "N", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -120,4 +120,13 @@ pub struct Connection {
     pub isn: (Option<u32>, Option<u32>),
     /// This socket's endpoint index in its flow key: segments `from` it are tx.
     pub local: usize,
+    /// The application protocol, once payload proved one.
+    pub app: Option<Box<App>>,
+}
+
+/// What a connection carried, and which side of it this socket is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    pub summary: crate::protocol::Summary,
+    pub local: crate::protocol::Side,
 }

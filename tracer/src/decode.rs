@@ -83,6 +83,7 @@ fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
         win: raw.win,
         len: raw.len,
         payload,
+        head_off: raw.head_off,
     }
 }
 

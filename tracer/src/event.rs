@@ -107,8 +107,10 @@ pub struct Segment {
     pub win: u16,
     /// TCP payload length.
     pub len: u32,
-    /// The head of the payload, when it was captured.
+    /// Captured payload bytes, when the kernel shipped some: they start
+    /// `head_off` bytes into the payload.
     pub payload: Option<Box<[u8]>>,
+    pub head_off: u32,
 }
 
 impl Segment {

@@ -15,6 +15,7 @@ pub mod iface;
 pub mod loader;
 pub mod output;
 pub mod preflight;
+pub mod protocol;
 pub mod procfs;
 pub mod reader;
 pub mod state;

@@ -8,9 +8,9 @@ use aya::{
     util::KernelVersion,
 };
 use aya_log::EbpfLogger;
-use tracer_common::{FlowKey, FlowStats, Task, filter, port_role};
+use tracer_common::{FlowKey, FlowStats, Task, Want, filter, port_role};
 
-use crate::{event::comm_bytes, iface::Iface, procfs::Listener};
+use crate::{event::comm_bytes, iface::Iface, procfs::Listener, protocol::Control};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -69,9 +69,27 @@ pub struct Programs {
     _ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
     flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    wants: HashMap<MapData, FlowKey, Want>,
+    /// Map updates the kernel refused (a full table): counted, reported.
+    pub want_errors: u64,
 }
 
 impl Programs {
+    /// Tells the classifier what payload a flow's protocol detector needs.
+    pub fn control(&mut self, key: &FlowKey, control: Control) {
+        let done = match control {
+            Control::Set(want) => self.wants.insert(key, want, 0),
+            Control::Delete => match self.wants.remove(key) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = done {
+            self.want_errors += 1;
+            log::debug!("payload request for a flow not taken: {e}");
+        }
+    }
+
     /// A flow's counters right now, summed over its per-CPU shares: for
     /// sockets still open at exit.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
@@ -168,11 +186,14 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(map_err("DROPS"))?;
     let flows = aya::maps::PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
+    let wants = HashMap::try_from(take(&mut ebpf, "WANTS")?).map_err(map_err("WANTS"))?;
     Ok(Loaded {
         programs: Programs {
             _ebpf: ebpf,
             drops,
             flows,
+            wants,
+            want_errors: 0,
         },
         logger,
         events,

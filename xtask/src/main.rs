@@ -117,7 +117,30 @@ fn test(args: &[String]) -> Result<()> {
     if !args.iter().any(|a| a.starts_with("--test-threads")) {
         test.arg("--test-threads=1");
     }
-    status(&mut test)
+    status(&mut test)?;
+    fuzz(&root)
+}
+
+/// Each fuzz target, from its checked-in corpus, for a bounded number of runs.
+const FUZZ_TARGETS: &[&str] = &["http1", "websocket", "http2", "tls", "reassembly"];
+const FUZZ_RUNS: &str = "-runs=200000";
+
+fn fuzz(root: &std::path::Path) -> Result<()> {
+    for target in FUZZ_TARGETS {
+        // New inputs go to a scratch directory: the checked-in corpus stays as it is.
+        let scratch = std::env::temp_dir().join(format!("tracer-fuzz-{target}"));
+        std::fs::create_dir_all(&scratch)?;
+        let corpus = root.join("fuzz/corpus").join(target);
+        status(
+            Command::new("cargo")
+                .current_dir(root)
+                .args(["+nightly", "fuzz", "run", target])
+                .arg(&scratch)
+                .arg(&corpus)
+                .args(["--", FUZZ_RUNS, "-max_len=4096"]),
+        )?;
+    }
+    Ok(())
 }
 
 /// `cmd`, through `sudo -E` unless we are root already.

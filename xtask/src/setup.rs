@@ -94,9 +94,24 @@ const BENCH_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
 ];
 
-/// Installs the test tools a fresh machine lacks, with apt.
+/// Installs the test tools a fresh machine lacks, with apt, and cargo-fuzz.
 pub fn ensure_test_tools() -> Result<()> {
-    apt_install("the tests", TEST_TOOLS)
+    apt_install("the tests", TEST_TOOLS)?;
+    ensure_cargo_fuzz()
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz (cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked)");
+    status(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
 }
 
 pub fn ensure_bench_tools() -> Result<()> {

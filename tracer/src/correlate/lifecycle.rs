@@ -135,6 +135,7 @@ impl Lifecycle {
             segments_omitted: 0,
             isn: (isn(local), isn(1 - local)),
             local,
+            app: None,
         }
     }
 

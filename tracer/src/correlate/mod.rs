@@ -14,8 +14,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use tracer_common::{FlowKey, FlowStats, tcp_flag, tcp_state};
 
 use crate::{
-    connection::Connection,
+    connection::{App, Connection},
     event::{Close, Event, Process, Segment, StateChange},
+    protocol::{Control, Tracker},
 };
 use lifecycle::{Lifecycle, View};
 
@@ -29,6 +30,8 @@ pub struct Limits {
     pub grace_ns: u64,
     /// Keep segments in the connection record (for `--diagram`).
     pub keep_segments: bool,
+    /// Detect application protocols from payload heads.
+    pub detect: bool,
 }
 
 /// Segments of one flow that crossed the ring buffer. Without diagrams, SYNs
@@ -38,6 +41,12 @@ struct FlowLog {
     segments: Vec<Segment>,
     /// When each endpoint's SYN was seen (endpoint index of the flow key).
     syn_ts: [Option<u64>; 2],
+    /// Each endpoint's initial sequence number, from its SYN.
+    isn: [Option<u32>; 2],
+    /// The endpoint that sent the first SYN.
+    opener: Option<usize>,
+    /// The flow's application protocol, once it carried payload.
+    proto: Option<Box<Tracker>>,
     omitted: u64,
     /// Lifecycles attached to this flow (two on loopback).
     sockets: u32,
@@ -67,6 +76,10 @@ pub struct Correlator {
     /// accepts, which change state in softirq before `accept` returns.
     listeners: HashMap<u16, Process>,
     pub evicted: u64,
+    /// What the kernel should ship of each flow's payload, for the caller to apply.
+    pub controls: Vec<(FlowKey, Control)>,
+    /// Times protocol detection lost bytes it needed (forgotten flows only).
+    pub payload_gaps: u64,
 }
 
 impl Correlator {
@@ -81,6 +94,8 @@ impl Correlator {
             flows: HashMap::default(),
             listeners: HashMap::default(),
             evicted: 0,
+            controls: Vec::new(),
+            payload_gaps: 0,
         }
     }
 
@@ -212,15 +227,29 @@ impl Correlator {
     fn on_segment(&mut self, seg: &Segment, now_ns: u64) {
         let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
         let log = self.flows.entry(seg.key).or_default();
-        if opening && log.sockets == 0 && !log.segments.is_empty() {
+        if opening && log.sockets == 0 && (!log.segments.is_empty() || log.proto.is_some()) {
             // A new connection on a 4-tuple whose last one is gone.
-            *log = FlowLog::default();
+            let old = std::mem::take(log);
+            self.controls.extend(retire(seg.key, &old, &mut self.payload_gaps));
         }
         log.last_seen_ns = now_ns;
         if seg.has(tcp_flag::SYN) {
             log.syn_ts[seg.from].get_or_insert(seg.ts_ns);
+            log.isn[seg.from].get_or_insert(seg.seq);
+            if opening {
+                log.opener.get_or_insert(seg.from);
+            }
             if !self.limits.keep_segments {
                 return;
+            }
+        }
+        if let Some(bytes) = seg.payload.as_deref().filter(|_| self.limits.detect) {
+            let proto = log
+                .proto
+                .get_or_insert_with(|| Box::new(Tracker::new(log.opener.unwrap_or(seg.from), log.isn)));
+            let at = seg.seq.wrapping_add(seg.head_off);
+            if let Some(c) = proto.on_payload(seg.from, at, bytes, seg.ts_ns) {
+                self.controls.push((seg.key, c));
             }
         }
         // FINs and RSTs decide the close and its late counts: they get room
@@ -228,7 +257,11 @@ impl Correlator {
         let dialog = seg.has(tcp_flag::FIN | tcp_flag::RST);
         let cap = self.limits.segments_per_flow + if dialog { DIALOG_ROOM } else { 0 };
         if log.segments.len() < cap {
-            log.segments.push(seg.clone());
+            // The payload lives on in the protocol tracker only.
+            log.segments.push(Segment {
+                payload: None,
+                ..seg.clone()
+            });
         } else {
             log.omitted += 1;
         }
@@ -247,8 +280,14 @@ impl Correlator {
         if over || now_ns.saturating_sub(self.pruned_ns) > PRUNE_EVERY_NS {
             self.pruned_ns = now_ns;
             let before = self.flows.len();
-            self.flows
-                .retain(|_, f| f.sockets > 0 || (!over && now_ns.saturating_sub(f.last_seen_ns) < UNCLAIMED_FLOW_NS));
+            let (controls, gaps) = (&mut self.controls, &mut self.payload_gaps);
+            self.flows.retain(|key, f| {
+                let keep = f.sockets > 0 || (!over && now_ns.saturating_sub(f.last_seen_ns) < UNCLAIMED_FLOW_NS);
+                if !keep {
+                    controls.extend(retire(*key, f, gaps));
+                }
+                keep
+            });
             if over {
                 self.evicted += (before - self.flows.len()) as u64;
             }
@@ -309,6 +348,14 @@ impl Correlator {
                 now_ns,
             },
         );
+        if let Some(t) = log.and_then(|l| l.proto.as_deref()) {
+            let summary = t.summary();
+            conn.protocol = summary.protocol;
+            conn.app = Some(Box::new(App {
+                summary,
+                local: t.side_of(conn.local),
+            }));
+        }
         if self.limits.keep_segments {
             conn.segments = segments.to_vec();
             conn.segments_omitted = log.map_or(0, |l| l.omitted);
@@ -320,9 +367,19 @@ impl Correlator {
         let Some(key) = life.key() else { return };
         if let Some(log) = self.flows.get_mut(&key) {
             log.sockets = log.sockets.saturating_sub(1);
-            if log.sockets == 0 {
-                self.flows.remove(&key);
+            if log.sockets == 0
+                && let Some(gone) = self.flows.remove(&key)
+            {
+                self.controls.extend(retire(key, &gone, &mut self.payload_gaps));
             }
         }
     }
+}
+
+/// The kernel instruction that forgets a flow's payload requests, if it had
+/// any; the flow's lost payload is added to `gaps`.
+fn retire(key: FlowKey, log: &FlowLog, gaps: &mut u64) -> Option<(FlowKey, Control)> {
+    let t = log.proto.as_ref()?;
+    *gaps += t.gaps;
+    t.retire().map(|c| (key, c))
 }

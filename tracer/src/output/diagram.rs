@@ -17,8 +17,8 @@ const SPAN: usize = 46;
 const TIME_WIDTH: usize = 10;
 const STATE_WIDTH: usize = 12;
 
-pub fn draw(c: &Connection, out: &mut String) {
-    title(c, out);
+pub fn draw(c: &Connection, redact: bool, out: &mut String) {
+    title(c, redact, out);
     rails_header(c, out);
     let mut states = c.states.iter().peekable();
     for seg in &c.segments {
@@ -43,7 +43,7 @@ pub fn draw(c: &Connection, out: &mut String) {
     out.push('\n');
 }
 
-fn title(c: &Connection, out: &mut String) {
+fn title(c: &Connection, redact: bool, out: &mut String) {
     out.push_str("connection ");
     let mut ends = String::new();
     endpoint(&mut ends, c.laddr, c.lport);
@@ -63,6 +63,12 @@ fn title(c: &Connection, out: &mut String) {
         c.tx.bytes,
         c.rx.bytes
     );
+    if let Some(app) = &c.app {
+        out.push_str(c.protocol);
+        out.push(':');
+        super::app::text(out, app, redact);
+        out.push('\n');
+    }
 }
 
 fn rails_header(c: &Connection, out: &mut String) {
@@ -131,7 +137,7 @@ mod tests {
     #[test]
     fn a_handshake_request_response_and_fin_teardown() {
         let mut out = String::new();
-        draw(&sample_connection(), &mut out);
+        draw(&sample_connection(), true, &mut out);
         let expected = "\
 connection 127.0.0.1:43210 <-> 127.0.0.1:8080: client of pid 4242 (cu\"rl), local_fin, 0.061 ms, 37 B sent, 40 B received
         ms  state        127.0.0.1:43210                   127.0.0.1:8080

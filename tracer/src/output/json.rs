@@ -78,14 +78,14 @@ pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
 }
 
 /// `,"name":` (the first key of an object is written by hand).
-fn key(out: &mut String, name: &str) {
+pub(crate) fn key(out: &mut String, name: &str) {
     out.push_str(",\"");
     out.push_str(name);
     out.push_str("\":");
 }
 
 /// `"s"` for strings that need no escaping (names this program chose).
-fn plain(out: &mut String, s: &str) {
+pub(crate) fn plain(out: &mut String, s: &str) {
     out.push('"');
     out.push_str(s);
     out.push('"');
@@ -118,7 +118,7 @@ fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
 
 /// Built piece by piece rather than with `write!`: one of these is printed
 /// for every socket, and formatting machinery was most of the tracer's time.
-pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
+pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut String) {
     out.push_str("{\"type\":\"connection\",\"sock\":");
     sock(out, c.sock);
     key(out, "pid");
@@ -168,6 +168,9 @@ pub fn connection(clock: &WallClock, c: &Connection, out: &mut String) {
     plain(out, c.close.name());
     key(out, "protocol");
     plain(out, c.protocol);
+    if let Some(app) = &c.app {
+        super::app::json(out, app, redact);
+    }
     out.push('}');
 }
 
@@ -187,8 +190,15 @@ fn flag_counts(out: &mut String, t: &Traffic) {
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{}}}",
-        s.events, s.dropped, s.evicted, s.connections, s.decode_errors, s.ring_bytes
+        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{}}}",
+        s.events,
+        s.dropped,
+        s.evicted,
+        s.connections,
+        s.decode_errors,
+        s.ring_bytes,
+        s.payload_gaps,
+        s.payload_requests_refused
     );
 }
 
@@ -253,7 +263,7 @@ mod tests {
     fn a_connection_record_has_the_design_keys_and_values() {
         let clock = WallClock::fixed(1_000, 1_795_313_100_000_000_000);
         let mut line = String::new();
-        connection(&clock, &sample_connection(), &mut line);
+        connection(&clock, &sample_connection(), true, &mut line);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
             keys(&v),
@@ -333,12 +343,14 @@ mod tests {
                 connections: 3,
                 decode_errors: 4,
                 ring_bytes: 640,
+                payload_gaps: 6,
+                payload_requests_refused: 7,
             },
             &mut s,
         );
         assert_eq!(
             s,
-            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640}"#
+            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7}"#
         );
     }
 }

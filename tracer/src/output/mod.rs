@@ -1,5 +1,6 @@
 //! Rendering: `text` for people, `json` for programs, `diagram` for ladders.
 //! Each record is built in a reused buffer and written to a buffered stdout.
+mod app;
 mod diagram;
 mod json;
 mod text;
@@ -25,6 +26,10 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Bytes of ring-buffer records read.
     pub ring_bytes: u64,
+    /// Times protocol detection lost payload it needed.
+    pub payload_gaps: u64,
+    /// Payload requests the kernel's table refused.
+    pub payload_requests_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct Output<W: Write> {
     clock: WallClock,
     ifnames: HashMap<u32, String>,
     line: String,
+    /// Query strings hidden (header values are never shown).
+    redact: bool,
     out: W,
 }
 
@@ -59,8 +66,13 @@ impl<W: Write> Output<W> {
             clock,
             ifnames: HashMap::new(),
             line: String::with_capacity(1024),
+            redact: true,
             out,
         }
+    }
+
+    pub fn set_redact(&mut self, redact: bool) {
+        self.redact = redact;
     }
 
     /// Interface names for packet records, by index.
@@ -100,8 +112,8 @@ impl<W: Write> Output<W> {
     pub fn connection(&mut self, c: &Connection) -> io::Result<()> {
         self.line.clear();
         match self.format {
-            Format::Text => text::connection(&self.clock, &self.layout, c, &mut self.line),
-            Format::Json => json::connection(&self.clock, c, &mut self.line),
+            Format::Text => text::connection(&self.clock, &self.layout, c, self.redact, &mut self.line),
+            Format::Json => json::connection(&self.clock, c, self.redact, &mut self.line),
         }
         self.emit()
     }
@@ -109,7 +121,7 @@ impl<W: Write> Output<W> {
     /// The connection as a ladder of its segments (text only).
     pub fn diagram(&mut self, c: &Connection) -> io::Result<()> {
         self.line.clear();
-        diagram::draw(c, &mut self.line);
+        diagram::draw(c, self.redact, &mut self.line);
         self.out.write_all(self.line.as_bytes())
     }
 
@@ -232,6 +244,7 @@ pub(crate) mod tests {
             win: 512,
             len,
             payload: None,
+            head_off: 0,
         };
         let (syn, ack, psh, fin) = (tcp_flag::SYN, tcp_flag::ACK, tcp_flag::PSH, tcp_flag::FIN);
         let segments = vec![

@@ -29,7 +29,7 @@ pub fn connection_header(layout: &Layout, out: &mut String) {
     );
 }
 
-pub fn connection(clock: &WallClock, layout: &Layout, c: &Connection, out: &mut String) {
+pub fn connection(clock: &WallClock, layout: &Layout, c: &Connection, redact: bool, out: &mut String) {
     if layout.time {
         let mut t = String::new();
         clock.time_of_day(c.start_ns + c.duration_ns, &mut t);
@@ -53,6 +53,9 @@ pub fn connection(clock: &WallClock, layout: &Layout, c: &Connection, out: &mut 
         c.close.name(),
         c.protocol
     );
+    if let Some(app) = &c.app {
+        super::app::text(out, app, redact);
+    }
 }
 
 pub fn state(clock: &WallClock, s: &StateChange, out: &mut String) {
@@ -108,8 +111,15 @@ pub fn endpoint(out: &mut String, addr: IpAddr, port: u16) {
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable",
-        s.connections, s.events, s.ring_bytes, s.dropped, s.evicted, s.decode_errors
+        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable, {} payload gaps, {} payload requests refused",
+        s.connections,
+        s.events,
+        s.ring_bytes,
+        s.dropped,
+        s.evicted,
+        s.decode_errors,
+        s.payload_gaps,
+        s.payload_requests_refused
     );
 }
 
@@ -125,7 +135,7 @@ mod tests {
         let layout = Layout::default();
         let (mut header, mut line) = (String::new(), String::new());
         connection_header(&layout, &mut header);
-        connection(&clock, &layout, &sample_connection(), &mut line);
+        connection(&clock, &layout, &sample_connection(), true, &mut line);
         assert_eq!(
             line,
             "4242    cu\"rl           127.0.0.1       43210 127.0.0.1        8080 client         37         40      0.061 local_fin    unknown"
@@ -142,7 +152,7 @@ mod tests {
         let clock = WallClock::fixed(1_000, 1_795_313_100_000_000_000);
         let layout = Layout { wide: true, time: true };
         let mut line = String::new();
-        connection(&clock, &layout, &sample_connection(), &mut line);
+        connection(&clock, &layout, &sample_connection(), true, &mut line);
         assert!(line.starts_with("02:05:00   4242"), "{line}");
         assert!(line.contains(&format!("{:<39} 43210", "127.0.0.1")), "{line}");
     }

@@ -1,0 +1,10 @@
+//! Any chunks of either side, with gaps: the parser must neither panic nor
+//! loop, whatever it is fed.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use tracer::protocol::{replay, tls::Tls};
+
+fuzz_target!(|data: &[u8]| {
+    let mut parser = Tls::new();
+    replay::chunks(&mut parser, replay::fuzz_input(data));
+});

@@ -1,0 +1,266 @@
+//! What a connection carried, as JSON objects and as short text: sides and
+//! directions named from the reporting socket's point of view, query strings
+//! redacted unless asked otherwise.
+use std::fmt::Write;
+
+use crate::{
+    connection::App,
+    output::{
+        json::{key, plain, string},
+        micros, num,
+    },
+    protocol::{FrameCounts, H2Summary, HttpRequest, HttpSummary, Side, TlsSummary, WsSummary, redact},
+};
+
+/// `,"http":{..}` and the other protocol objects this connection proved.
+pub fn json(out: &mut String, app: &App, redact: bool) {
+    let s = &app.summary;
+    if let Some(h) = &s.http {
+        key(out, "http");
+        http_json(out, h, redact);
+    }
+    if let Some(w) = &s.websocket {
+        key(out, "websocket");
+        ws_json(out, w, app.local);
+    }
+    if let Some(h) = &s.http2 {
+        key(out, "http2");
+        h2_json(out, h, redact);
+    }
+    if let Some(t) = &s.tls {
+        key(out, "tls");
+        tls_json(out, t);
+    }
+}
+
+fn opt_string(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn opt_num(out: &mut String, n: Option<impl itoa::Integer>) {
+    match n {
+        Some(n) => num(out, n),
+        None => out.push_str("null"),
+    }
+}
+
+fn bool_(out: &mut String, b: bool) {
+    out.push_str(if b { "true" } else { "false" });
+}
+
+fn http_json(out: &mut String, h: &HttpSummary, redact: bool) {
+    out.push_str("{\"requests\":[");
+    for (i, r) in h.requests.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        request_json(out, r, redact);
+    }
+    out.push(']');
+    key(out, "omitted");
+    num(out, h.omitted);
+    out.push('}');
+}
+
+fn request_json(out: &mut String, r: &HttpRequest, redact: bool) {
+    out.push_str("{\"method\":");
+    string(out, &r.method);
+    key(out, "path");
+    string(out, &redact::path(&r.path, redact));
+    key(out, "version");
+    plain(out, if r.version == 0 { "HTTP/1.0" } else { "HTTP/1.1" });
+    key(out, "status");
+    opt_num(out, r.status);
+    key(out, "ttfb_us");
+    match r.ttfb_ns {
+        Some(ns) => micros(out, ns),
+        None => out.push_str("null"),
+    }
+    key(out, "keep_alive");
+    bool_(out, r.keep_alive);
+    out.push('}');
+}
+
+fn ws_json(out: &mut String, w: &WsSummary, local: Side) {
+    out.push_str("{\"key_ok\":");
+    bool_(out, w.key_ok);
+    key(out, "subprotocol");
+    opt_string(out, w.subprotocol.as_deref());
+    key(out, "frames");
+    out.push_str("{\"tx\":");
+    frames_json(out, &w.frames[local.index()]);
+    out.push_str(",\"rx\":");
+    frames_json(out, &w.frames[local.other().index()]);
+    out.push('}');
+    let close = w.close.as_ref();
+    key(out, "close_code");
+    opt_num(out, close.and_then(|c| c.code));
+    key(out, "close_reason");
+    opt_string(out, close.map(|c| c.reason.as_str()));
+    key(out, "close_initiator");
+    match close {
+        Some(c) => plain(out, if c.initiator == local { "local" } else { "remote" }),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+}
+
+fn frames_json(out: &mut String, f: &FrameCounts) {
+    let counts = [
+        ("text", f.text),
+        ("binary", f.binary),
+        ("ping", f.ping),
+        ("pong", f.pong),
+        ("close", f.close),
+        ("continuation", f.continuation),
+    ];
+    out.push('{');
+    for (i, (name, n)) in counts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        plain(out, name);
+        out.push(':');
+        num(out, n);
+    }
+    out.push('}');
+}
+
+fn h2_json(out: &mut String, h: &H2Summary, redact: bool) {
+    out.push_str("{\"mode\":");
+    plain(out, h.mode.name());
+    key(out, "streams");
+    opt_num(out, h.streams);
+    key(out, "requests");
+    out.push('[');
+    for (i, r) in h.requests.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"stream\":");
+        num(out, r.stream);
+        key(out, "method");
+        opt_string(out, r.method.as_deref());
+        key(out, "path");
+        opt_string(out, r.path.as_deref().map(|p| redact::path(p, redact)).as_deref());
+        key(out, "status");
+        opt_num(out, r.status);
+        out.push('}');
+    }
+    out.push(']');
+    key(out, "omitted");
+    num(out, h.omitted);
+    key(out, "headers_readable");
+    bool_(out, h.headers_readable);
+    out.push('}');
+}
+
+fn tls_json(out: &mut String, t: &TlsSummary) {
+    out.push_str("{\"version\":");
+    opt_string(out, t.version);
+    key(out, "sni");
+    opt_string(out, t.sni.as_deref());
+    key(out, "alpn");
+    out.push('[');
+    for (i, a) in t.alpn.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(out, a);
+    }
+    out.push(']');
+    key(out, "alpn_selected");
+    opt_string(out, t.alpn_selected.as_deref());
+    out.push('}');
+}
+
+/// Exchanges shown on a text line before the rest is summed up.
+const TEXT_ITEMS: usize = 3;
+
+/// A short account for the text line: `GET / 200, GET /missing 404`.
+pub fn text(out: &mut String, app: &App, redact: bool) {
+    let s = &app.summary;
+    let mut items: Vec<String> = Vec::new();
+    if let Some(h) = &s.http {
+        items.extend(h.requests.iter().map(|r| {
+            let status = r.status.map_or("-".to_owned(), |s| s.to_string());
+            format!("{} {} {status}", r.method, redact::path(&r.path, redact))
+        }));
+    }
+    if let Some(w) = &s.websocket {
+        items.push(ws_text(w, app.local));
+    }
+    if let Some(h) = &s.http2 {
+        items.extend(h2_text(h, redact));
+    }
+    if let Some(t) = &s.tls {
+        items.push(tls_text(t));
+    }
+    for (i, item) in items.iter().take(TEXT_ITEMS).enumerate() {
+        out.push_str(if i == 0 { " " } else { ", " });
+        printable(out, item);
+    }
+    if items.len() > TEXT_ITEMS {
+        let _ = write!(out, " (+{} more)", items.len() - TEXT_ITEMS);
+    }
+}
+
+/// Wire bytes (an SNI, an HTTP/2 path) must not drive the terminal.
+fn printable(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| if c.is_control() { '?' } else { c }));
+}
+
+fn ws_text(w: &WsSummary, local: Side) -> String {
+    let count = |f: &FrameCounts| f.text + f.binary + f.ping + f.pong + f.close + f.continuation;
+    let mut s = format!(
+        "ws{} {} frames out, {} in",
+        if w.key_ok { "" } else { " (bad accept key)" },
+        count(&w.frames[local.index()]),
+        count(&w.frames[local.other().index()])
+    );
+    if let Some(c) = &w.close {
+        let who = if c.initiator == local { "local" } else { "remote" };
+        let _ = write!(s, ", closed by {who}");
+        if let Some(code) = c.code {
+            let _ = write!(s, " {code}");
+        }
+    }
+    s
+}
+
+fn h2_text(h: &H2Summary, redact: bool) -> Vec<String> {
+    if !h.headers_readable || h.requests.is_empty() {
+        let streams = h.streams.map_or("?".to_owned(), |n| n.to_string());
+        return vec![format!("h2 {} {streams} streams", h.mode.name())];
+    }
+    h.requests
+        .iter()
+        .map(|r| {
+            let path = r.path.as_deref().map(|p| redact::path(p, redact));
+            format!(
+                "#{} {} {} {}",
+                r.stream,
+                r.method.as_deref().unwrap_or("?"),
+                path.as_deref().unwrap_or("?"),
+                r.status.map_or("-".to_owned(), |s| s.to_string())
+            )
+        })
+        .collect()
+}
+
+fn tls_text(t: &TlsSummary) -> String {
+    let mut s = format!("tls {}", t.version.unwrap_or("?"));
+    if let Some(sni) = &t.sni {
+        let _ = write!(s, " sni={sni}");
+    }
+    if !t.alpn.is_empty() {
+        let _ = write!(s, " alpn={}", t.alpn.join(","));
+    }
+    if let Some(sel) = &t.alpn_selected {
+        let _ = write!(s, " selected={sel}");
+    }
+    s
+}

@@ -1,0 +1,229 @@
+//! Application protocols, detected from the payload heads the kernel ships:
+//! HTTP/1.x, WebSocket, HTTP/2 and TLS. A flow gets a protocol only once its
+//! bytes prove it; anything else stays `unknown`.
+//!
+//! Each parser is a state machine fed the contiguous bytes of one direction
+//! (`Side`) by the reassembler (`stream`). It answers with a `Feed`: how many
+//! bytes it parsed, and how many that follow it does not need to see (a body,
+//! a frame's payload), so that the kernel stops shipping them. No input may
+//! make a parser panic, loop or grow without bound.
+pub mod http1;
+pub mod http2;
+pub mod redact;
+pub mod replay;
+pub mod tls;
+pub mod websocket;
+
+/// Who sent the bytes: the endpoint that opened the connection, or the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a parser did with the bytes it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Feed {
+    /// Bytes parsed, no longer needed.
+    pub used: usize,
+    /// Bytes right after `used` that the parser does not need to see; may
+    /// reach beyond what it was given.
+    pub skip: u64,
+}
+
+impl Feed {
+    pub const WAIT: Feed = Feed { used: 0, skip: 0 };
+
+    pub fn progressed(&self) -> bool {
+        self.used > 0 || self.skip > 0
+    }
+}
+
+/// At most this many bytes wait for a parser in one direction: a message
+/// head larger than this is not parsed (the parser is told it lost sync).
+pub const MAX_PENDING: usize = 64 * 1024;
+
+/// At most this many requests are kept per connection; more are counted.
+pub const MAX_REQUESTS: usize = 1024;
+
+/// One HTTP/1.x request and its response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    /// As sent, query string included: output redacts it (see `redact`).
+    pub path: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// The final response's status (interim 1xx responses other than 101 are skipped).
+    pub status: Option<u16>,
+    /// From the request's first byte to the response's first byte.
+    pub ttfb_ns: Option<u64>,
+    /// Whether the connection stays open after this exchange.
+    pub keep_alive: bool,
+}
+
+/// WebSocket frames sent by one side, by opcode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub text: u64,
+    pub binary: u64,
+    pub ping: u64,
+    pub pong: u64,
+    pub close: u64,
+    pub continuation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Mode {
+    PriorKnowledge,
+    H2cUpgrade,
+    Alpn,
+}
+
+impl H2Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            H2Mode::PriorKnowledge => "prior-knowledge",
+            H2Mode::H2cUpgrade => "h2c-upgrade",
+            H2Mode::Alpn => "alpn",
+        }
+    }
+}
+
+/// One HTTP/2 stream's request and response pseudo-headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct H2Request {
+    pub stream: u32,
+    pub method: Option<String>,
+    /// Query string included: output redacts it.
+    pub path: Option<String>,
+    pub status: Option<u16>,
+}
+
+mod stream;
+mod track;
+
+pub use track::{Control, Tracker};
+pub use websocket::CloseFrame;
+
+/// What one flow carried, sides named by who sent (client: the opener).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub protocol: &'static str,
+    pub http: Option<HttpSummary>,
+    pub websocket: Option<WsSummary>,
+    pub http2: Option<H2Summary>,
+    pub tls: Option<TlsSummary>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpSummary {
+    pub requests: Vec<HttpRequest>,
+    pub omitted: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsSummary {
+    pub key_ok: bool,
+    pub subprotocol: Option<String>,
+    /// By `Side::index`.
+    pub frames: [FrameCounts; 2],
+    pub close: Option<CloseFrame>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct H2Summary {
+    pub mode: H2Mode,
+    /// Unknown when the frames are encrypted (`alpn`).
+    pub streams: Option<u64>,
+    pub requests: Vec<H2Request>,
+    pub omitted: u64,
+    pub headers_readable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSummary {
+    pub version: Option<&'static str>,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    pub alpn_selected: Option<String>,
+}
+
+impl Summary {
+    pub const UNKNOWN: &'static str = "unknown";
+
+    fn of(t: &Tracker) -> Summary {
+        let parts = t.parts();
+        let http = parts.http.filter(|h| h.proven());
+        let mut s = Summary {
+            protocol: Self::UNKNOWN,
+            http: http.map(|h| HttpSummary {
+                requests: h.requests().to_vec(),
+                omitted: h.omitted(),
+            }),
+            ..Summary::default()
+        };
+        if let Some(h) = http {
+            let v0 = h.requests().first().is_some_and(|r| r.version == 0);
+            s.protocol = if v0 { "http/1.0" } else { "http/1.1" };
+        }
+        if let Some(w) = parts.websocket {
+            s.protocol = "websocket";
+            let (key_ok, subprotocol) = match http.and_then(|h| h.upgrade()) {
+                Some(http1::Upgrade::WebSocket { key_ok, subprotocol }) => (*key_ok, subprotocol.clone()),
+                _ => (false, None),
+            };
+            s.websocket = Some(WsSummary {
+                key_ok,
+                subprotocol,
+                frames: [w.frames(Side::Client), w.frames(Side::Server)],
+                close: w.close().cloned(),
+            });
+        }
+        if let Some(p) = parts.http2.filter(|p| p.proven()) {
+            s.protocol = "http/2";
+            s.http2 = Some(H2Summary {
+                mode: p.mode(),
+                streams: Some(p.streams()),
+                requests: p.requests().to_vec(),
+                omitted: p.omitted(),
+                headers_readable: p.headers_readable(),
+            });
+        }
+        if let Some(t) = parts.tls.filter(|t| t.proven()) {
+            s.protocol = "tls";
+            s.tls = Some(TlsSummary {
+                version: t.version(),
+                sni: t.sni().map(str::to_owned),
+                alpn: t.alpn().to_vec(),
+                alpn_selected: t.alpn_selected().map(str::to_owned),
+            });
+            // Proven only when the server's hello shows it (TLS 1.2): in 1.3
+            // the choice travels encrypted.
+            if t.alpn_selected() == Some("h2") {
+                s.protocol = "http/2";
+                s.http2 = Some(H2Summary {
+                    mode: H2Mode::Alpn,
+                    streams: None,
+                    requests: Vec::new(),
+                    omitted: 0,
+                    headers_readable: false,
+                });
+            }
+        }
+        s
+    }
+}

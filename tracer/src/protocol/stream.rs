@@ -1,0 +1,157 @@
+//! One direction of a flow's bytes, rebuilt from the payload heads the kernel
+//! ships: in order, without duplicates, with the bytes a parser skipped never
+//! kept, and a gap reported when bytes went missing (a head shorter than its
+//! segment, a segment not shipped).
+use bytes::{Buf, BytesMut};
+
+use super::{Feed, MAX_PENDING};
+
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// Sequence number of stream offset 0: the ISN + 1, or the first byte seen.
+    base: Option<u32>,
+    /// Stream offset of `buf[0]`; beyond the buffer's end while skipping.
+    pos: u64,
+    buf: BytesMut,
+    /// Stream offset just past the last byte received.
+    received: u64,
+}
+
+impl Stream {
+    /// A stream whose SYN carried `isn`: offsets count from its first byte.
+    pub fn from_isn(isn: Option<u32>) -> Self {
+        Self {
+            base: isn.map(|i| i.wrapping_add(1)),
+            ..Self::default()
+        }
+    }
+
+    /// Stream offset of the next byte wanted.
+    pub fn want(&self) -> u64 {
+        self.pos.saturating_add(self.buf.len() as u64)
+    }
+
+    /// The sequence number of the next byte wanted.
+    pub fn want_seq(&self) -> Option<u32> {
+        self.base.map(|b| b.wrapping_add(self.want() as u32))
+    }
+
+    /// Bytes waiting for the parser.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The 64-bit stream offset of `seq`, taken as the one nearest to what
+    /// is wanted next: sequence numbers wrap every 4 GiB.
+    fn offset(&mut self, seq: u32) -> u64 {
+        let base = *self.base.get_or_insert(seq);
+        let want = self.want();
+        let delta = seq.wrapping_sub(base).wrapping_sub(want as u32) as i32;
+        want.saturating_add_signed(i64::from(delta))
+    }
+
+    /// Adds `data`, captured at sequence number `seq`. True when bytes before
+    /// it were lost: what was pending is dropped and the stream resumes here.
+    pub fn push(&mut self, seq: u32, data: &[u8]) -> bool {
+        let at = self.offset(seq);
+        let want = self.want();
+        let end = at.saturating_add(data.len() as u64);
+        self.received = self.received.max(end);
+        if end <= want {
+            return false;
+        }
+        if at > want {
+            self.buf.clear();
+            self.pos = at;
+            self.append(data);
+            return true;
+        }
+        self.append(&data[(want - at) as usize..]);
+        false
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        let room = MAX_PENDING.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    /// Drops what a parser used and skipped.
+    pub fn consume(&mut self, feed: Feed) {
+        let used = feed.used.min(self.buf.len());
+        self.buf.advance(used);
+        let skipped = feed.skip.min(self.buf.len() as u64) as usize;
+        self.buf.advance(skipped);
+        self.pos = self.pos.saturating_add(used as u64).saturating_add(feed.skip);
+        if self.buf.is_empty() {
+            // An idle flow keeps no buffer.
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Forgets what is pending (after a gap the parser could not get past).
+    pub fn drop_pending(&mut self) {
+        let n = self.buf.len();
+        self.consume(Feed { used: n, skip: 0 });
+    }
+
+    /// Whether a parser skipped more than `n` bytes beyond those received.
+    pub fn skipping_far(&self, n: u64) -> bool {
+        self.want() > self.received.saturating_add(n)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= MAX_PENDING
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_come_in_order_once() {
+        let mut s = Stream::from_isn(Some(999));
+        assert!(!s.push(1000, b"GET / HT"));
+        assert!(!s.push(1000, b"GET / HT"), "a retransmit adds nothing");
+        assert!(!s.push(1004, b"/ HTTP/1.1"), "an overlap adds its new part");
+        assert_eq!(s.pending(), b"GET / HTTP/1.1");
+        assert_eq!(s.want_seq(), Some(1014));
+    }
+
+    #[test]
+    fn skipped_bytes_are_never_kept() {
+        let mut s = Stream::from_isn(Some(0));
+        s.push(1, b"head+body");
+        s.consume(Feed { used: 5, skip: 10 });
+        assert_eq!(s.want(), 15);
+        assert!(!s.push(10, b"rest of body"), "the skipped part is not a gap");
+        assert_eq!(s.pending(), b"body");
+        assert!(s.push(40, b"later"), "bytes 20..39 never came");
+        assert_eq!((s.pending(), s.want()), (&b"later"[..], 44));
+    }
+
+    #[test]
+    fn offsets_survive_sequence_wrap() {
+        let mut s = Stream::from_isn(Some(u32::MAX - 2));
+        s.push(u32::MAX - 1, b"ab");
+        s.push(0, b"cd");
+        assert_eq!(s.pending(), b"abcd");
+        assert_eq!(s.want(), 4);
+    }
+
+    #[test]
+    fn without_a_syn_the_first_byte_seen_is_offset_zero() {
+        let mut s = Stream::from_isn(None);
+        assert!(!s.push(5000, b"x"));
+        assert_eq!(s.want_seq(), Some(5001));
+    }
+
+    #[test]
+    fn pending_bytes_are_bounded() {
+        let mut s = Stream::from_isn(Some(0));
+        let big = vec![b'a'; MAX_PENDING + 10];
+        s.push(1, &big);
+        assert!(s.is_full());
+        assert_eq!(s.pending().len(), MAX_PENDING);
+    }
+}

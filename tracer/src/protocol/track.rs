@@ -1,0 +1,305 @@
+//! One flow's protocol: its two byte streams, the parser that proved itself
+//! on them (switching on an HTTP Upgrade), and what the kernel should ship
+//! next so that bodies and frame payloads never cross the ring buffer.
+use tracer_common::{DEFAULT_HEADS, Want, want};
+
+use super::{
+    Feed, H2Mode, Side, Summary,
+    http1::{Http1, Upgrade},
+    http2::Http2,
+    stream::Stream,
+    tls::Tls,
+    websocket::WebSocket,
+};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A skip shorter than this is not worth a map update: the default budget
+/// or a later update covers it.
+const SKIP_WORTH_TELLING: u64 = 16 * 1024;
+
+#[derive(Debug)]
+enum App {
+    /// No client bytes yet.
+    Detecting,
+    Http1(Http1),
+    WebSocket(Http1, WebSocket),
+    Http2(Option<Http1>, Http2),
+    Tls(Tls),
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    /// The endpoint index (in the flow key) of the side that opened.
+    client: usize,
+    /// Both SYNs were seen: offsets are exact from the first byte.
+    from_start: bool,
+    streams: [Stream; 2],
+    app: App,
+    /// Heads received per side: the kernel ships `DEFAULT_HEADS` per CPU on
+    /// its own, and needs an entry before they run out.
+    heads: [u32; 2],
+    /// What the kernel was last told, if anything.
+    told: Option<Want>,
+    /// Times bytes went missing under a parser (lost sync, or a head too big).
+    pub gaps: u64,
+}
+
+/// What the tracker wants the kernel to do for its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Set(Want),
+    Delete,
+}
+
+impl Tracker {
+    /// `isn`: each endpoint's SYN sequence number (by endpoint index), when
+    /// seen; `client`: the endpoint that opened.
+    pub fn new(client: usize, isn: [Option<u32>; 2]) -> Self {
+        let side = |s: Side| isn[endpoint(client, s)];
+        Self {
+            client,
+            from_start: isn[0].is_some() && isn[1].is_some(),
+            streams: [
+                Stream::from_isn(side(Side::Client)),
+                Stream::from_isn(side(Side::Server)),
+            ],
+            app: App::Detecting,
+            heads: [0; 2],
+            told: None,
+            gaps: 0,
+        }
+    }
+
+    pub fn side_of(&self, endpoint_index: usize) -> Side {
+        if endpoint_index == self.client {
+            Side::Client
+        } else {
+            Side::Server
+        }
+    }
+
+    /// Takes payload bytes sent by endpoint `from`, captured at `seq`. Returns
+    /// a new instruction for the kernel when one is worth a map update.
+    pub fn on_payload(&mut self, from: usize, seq: u32, data: &[u8], ts_ns: u64) -> Option<Control> {
+        let side = self.side_of(from);
+        self.heads[side.index()] += 1;
+        if self.streams[side.index()].push(seq, data) {
+            self.app_gap(side);
+        }
+        self.pump(ts_ns);
+        self.control()
+    }
+
+    /// What to tell the kernel when the flow is forgotten.
+    pub fn retire(&self) -> Option<Control> {
+        self.told.map(|_| Control::Delete)
+    }
+
+    /// Feeds both sides until no parser makes progress.
+    fn pump(&mut self, ts_ns: u64) {
+        loop {
+            let mut progressed = false;
+            for side in [Side::Client, Side::Server] {
+                progressed |= self.feed_side(side, ts_ns);
+            }
+            progressed |= self.switch_on_upgrade();
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn feed_side(&mut self, side: Side, ts_ns: u64) -> bool {
+        let mut progressed = false;
+        loop {
+            let data = self.streams[side.index()].pending();
+            if data.is_empty() {
+                return progressed;
+            }
+            if matches!(self.app, App::Detecting) {
+                match detect(side, data, self.from_start) {
+                    Some(app) => self.app = app,
+                    // A server that speaks first and goes on alone is none of ours.
+                    None if side == Side::Server && self.streams[side.index()].is_full() => self.app = App::Unknown,
+                    None => return progressed,
+                }
+            }
+            let feed = self.app_feed(side, ts_ns);
+            if !feed.progressed() {
+                if self.streams[side.index()].is_full() {
+                    self.app_gap(side);
+                    self.streams[side.index()].drop_pending();
+                }
+                return progressed;
+            }
+            self.streams[side.index()].consume(feed);
+            progressed = true;
+        }
+    }
+
+    fn app_feed(&mut self, side: Side, ts_ns: u64) -> Feed {
+        let data = self.streams[side.index()].pending();
+        match &mut self.app {
+            App::Http1(p) => p.feed(side, data, ts_ns),
+            App::WebSocket(_, p) => p.feed(side, data, ts_ns),
+            App::Http2(_, p) => p.feed(side, data, ts_ns),
+            App::Tls(p) => p.feed(side, data, ts_ns),
+            // Nothing to learn: let the bytes go.
+            App::Unknown => Feed {
+                used: data.len(),
+                skip: 0,
+            },
+            App::Detecting => Feed::WAIT,
+        }
+    }
+
+    fn app_gap(&mut self, side: Side) {
+        self.gaps += 1;
+        match &mut self.app {
+            App::Http1(p) => p.gap(side),
+            App::WebSocket(_, p) => p.gap(side),
+            App::Http2(_, p) => p.gap(side),
+            App::Tls(p) => p.gap(side),
+            // The first bytes were lost: nothing can be proven from the middle.
+            App::Detecting => self.app = App::Unknown,
+            App::Unknown => {}
+        }
+    }
+
+    fn wants(&self, side: Side) -> bool {
+        match &self.app {
+            App::Detecting => true,
+            App::Http1(p) => p.wants(side),
+            App::WebSocket(_, p) => p.wants(side),
+            App::Http2(_, p) => p.wants(side),
+            App::Tls(p) => p.wants(side),
+            App::Unknown => false,
+        }
+    }
+
+    /// After a 101, the bytes that follow belong to the new protocol.
+    fn switch_on_upgrade(&mut self) -> bool {
+        let App::Http1(http) = &self.app else {
+            return false;
+        };
+        let next = match http.upgrade() {
+            Some(Upgrade::WebSocket { .. }) => None,
+            Some(Upgrade::H2c) => {
+                let (method, path) = http
+                    .requests()
+                    .last()
+                    .map_or((String::new(), String::new()), |r| (r.method.clone(), r.path.clone()));
+                Some(Http2::upgraded(&method, &path, self.from_start))
+            }
+            None => return false,
+        };
+        let App::Http1(http) = std::mem::replace(&mut self.app, App::Unknown) else {
+            unreachable!("matched above");
+        };
+        self.app = match next {
+            Some(h2) => App::Http2(Some(http), h2),
+            None => App::WebSocket(http, WebSocket::new()),
+        };
+        true
+    }
+
+    /// The instruction the kernel needs now, if it differs from the last one
+    /// and is worth a map update.
+    fn control(&mut self) -> Option<Control> {
+        let mut next = self.told.unwrap_or_default();
+        let mut urgent = false;
+        for side in [Side::Client, Side::Server] {
+            let d = endpoint(self.client, side);
+            let stream = &self.streams[side.index()];
+            if !self.wants(side) {
+                next.mode[d] = want::NONE;
+                continue;
+            }
+            let Some(seq) = stream.want_seq() else { continue };
+            let was_told = next.mode[d] == want::FROM;
+            // Skipping far ahead, or running out of default heads.
+            let far = was_told && seq.wrapping_sub(next.from_seq[d]) as i32 as i64 > SKIP_WORTH_TELLING as i64;
+            let jumped = !was_told && stream.skipping_far(SKIP_WORTH_TELLING);
+            urgent |= far || jumped || (!was_told && self.heads[side.index()] >= DEFAULT_HEADS / 2);
+            next.mode[d] = want::FROM;
+            next.from_seq[d] = seq;
+        }
+        // Done with the flow: worth telling once heads keep coming, else the
+        // default budget ends them soon enough.
+        let busy = self.told.is_some() || self.heads.iter().sum::<u32>() > 4;
+        let stop = busy && next.mode.iter().all(|&m| m == want::NONE);
+        if !(urgent || stop) || self.told == Some(next) {
+            return None;
+        }
+        self.told = Some(next);
+        Some(Control::Set(next))
+    }
+
+    /// What the flow carried, sides named from the client's point of view.
+    pub fn summary(&self) -> Summary {
+        Summary::of(self)
+    }
+
+    pub(super) fn parts(&self) -> Parts<'_> {
+        match &self.app {
+            App::Http1(h) => Parts {
+                http: Some(h),
+                ..Parts::default()
+            },
+            App::WebSocket(h, w) => Parts {
+                http: Some(h),
+                websocket: Some(w),
+                ..Parts::default()
+            },
+            App::Http2(h, p) => Parts {
+                http: h.as_ref(),
+                http2: Some(p),
+                ..Parts::default()
+            },
+            App::Tls(t) => Parts {
+                tls: Some(t),
+                ..Parts::default()
+            },
+            App::Detecting | App::Unknown => Parts::default(),
+        }
+    }
+}
+
+/// The parsers a flow went through, for its summary.
+#[derive(Default)]
+pub(super) struct Parts<'a> {
+    pub http: Option<&'a Http1>,
+    pub websocket: Option<&'a WebSocket>,
+    pub http2: Option<&'a Http2>,
+    pub tls: Option<&'a Tls>,
+}
+
+/// The endpoint index of `side`, given the client's.
+fn endpoint(client: usize, side: Side) -> usize {
+    match side {
+        Side::Client => client,
+        Side::Server => 1 - client,
+    }
+}
+
+/// The parser the first client bytes call for; None while too few bytes
+/// have come to tell. Only the client's bytes decide: an HTTP/2 server may
+/// send its SETTINGS before the client's preface arrives.
+fn detect(side: Side, data: &[u8], from_start: bool) -> Option<App> {
+    if side == Side::Server {
+        return None;
+    }
+    if data[0] == 0x16 {
+        return Some(App::Tls(Tls::new()));
+    }
+    let n = data.len().min(H2_PREFACE.len());
+    if data[..n] == H2_PREFACE[..n] {
+        return (n == H2_PREFACE.len()).then(|| App::Http2(None, Http2::new(H2Mode::PriorKnowledge, from_start)));
+    }
+    if data[0].is_ascii_uppercase() {
+        return Some(App::Http1(Http1::new()));
+    }
+    Some(App::Unknown)
+}
