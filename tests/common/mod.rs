@@ -363,3 +363,108 @@ pub fn assert_direction(conn: &Value, dir: &str, captured: &[capture::Captured],
         assert_eq!(conn["flags"][dir][name], flags[i], "{dir} {name} count of {conn}");
     }
 }
+
+/// The `peers` binary (real servers and clients for protocol tests), which
+/// `cargo build -p peers` puts next to the tracer's binary.
+pub fn peers_path() -> std::path::PathBuf {
+    let path = std::path::Path::new(TRACER).parent().unwrap().join("peers");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with the tracer's profile (`cargo build --release -p peers`)",
+        path.display()
+    );
+    path
+}
+
+/// A `peers` server, in `netns` if given; killed on drop.
+pub struct PeerServer {
+    child: Child,
+    /// The port it listens on, from its `ready <port>` line.
+    pub port: u16,
+}
+
+impl PeerServer {
+    /// Starts `peers ARGS` and waits for its `ready <port>` line.
+    pub fn start(args: &[&str], netns: Option<&NetNs>) -> PeerServer {
+        let mut cmd = match netns {
+            // `ip netns exec` execs the program itself: the child is the server.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(peers_path());
+                c
+            }
+            None => Command::new(peers_path()),
+        };
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start peers");
+        let out = child.stdout.take().unwrap();
+        let mut server = PeerServer { child, port: 0 };
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            let _ = tx.send(lines.next());
+            // Drained, so that the server never writes to a closed pipe.
+            lines.for_each(drop);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!("peers {args:?} did not start: {other:?}"),
+        };
+        server.port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("peers {args:?} said {line:?}, not `ready <port>`"));
+        server
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd` to its end, within `secs` seconds, and returns its stdout.
+/// Panics with its output if it fails; kills it if it hangs.
+pub fn run_to_end(cmd: &mut Command, secs: u64) -> String {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (out, out_reader) = collect_lines(child.stdout.take().unwrap());
+    let (err, err_reader) = collect_lines(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    let out = out.lock().unwrap().join("\n");
+    let err = err.lock().unwrap().join("\n");
+    match status {
+        Some(s) if s.success() => out,
+        Some(s) => panic!("{what} exited with {s}\nstdout:\n{out}\nstderr:\n{err}"),
+        None => panic!("{what} still ran after {secs} s\nstdout:\n{out}\nstderr:\n{err}"),
+    }
+}
+
+/// Runs the client `peers ARGS` to its end; its stdout.
+pub fn run_peer(args: &[&str]) -> String {
+    run_to_end(Command::new(peers_path()).args(args), 20)
+}

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn defaults() {
         let o = OutputArgs::default();
-        assert_eq!((o.capture_bytes, o.max_sockets, o.ring_bytes), (128, 65536, 4 << 20));
+        assert_eq!((o.capture_bytes, o.max_sockets, o.ring_bytes), (2048, 65536, 4 << 20));
         assert!(!o.json && !o.events && !o.diagram);
     }
 
@@ -168,7 +168,7 @@ mod tests {
             &["-L", "0"],
             &["--pid", "0"],
             &["--ring-bytes", "5000"],
-            &["--capture-bytes", "513"],
+            &["--capture-bytes", "2049"],
             &["-4", "-6"],
             &["--json", "--diagram"],
             &["--frobnicate"],

@@ -252,7 +252,7 @@ fn h2_text(h: &H2Summary, redact: bool) -> Vec<String> {
 }
 
 fn tls_text(t: &TlsSummary) -> String {
-    let mut s = format!("tls {}", t.version.unwrap_or("?"));
+    let mut s = format!("TLS {}", t.version.unwrap_or("?"));
     if let Some(sni) = &t.sni {
         let _ = write!(s, " sni={sni}");
     }

@@ -293,6 +293,7 @@ pub(crate) mod tests {
             segments,
             segments_omitted: 0,
             isn: (Some(1000), Some(5000)),
+            app: None,
             local,
         }
     }

@@ -153,8 +153,9 @@ impl Http1 {
         }
         match side {
             // Bytes lost where a request would start held at least that
-            // request, whose response must not be taken for the next one's.
-            Side::Client if self.half(side).phase == Phase::Head => self.push_unseen(),
+            // request, whose response must not be taken for the next one's
+            // (unless they followed an upgrade request: those are not HTTP).
+            Side::Client if self.half(side).phase == Phase::Head && !self.upgrade_asked() => self.push_unseen(),
             Side::Client => {}
             // How many responses went missing is unknown: rather than match
             // the next ones to the wrong requests, match none of those waiting.
@@ -311,7 +312,8 @@ impl Http1 {
             self.switch(pending.as_ref(), &fields);
             return Ok(0);
         }
-        let bodiless = pending.as_ref().is_some_and(|p| p.head) || code == 204 || code == 304;
+        let tunnel = pending.as_ref().is_some_and(|p| p.connect) && (200..300).contains(&code);
+        let bodiless = tunnel || pending.as_ref().is_some_and(|p| p.head) || code == 204 || code == 304;
         let body = if bodiless {
             Body::Length(0)
         } else {
@@ -321,7 +323,7 @@ impl Http1 {
             && fields.keeps_alive(response.version.unwrap_or(1))
             && !matches!(body, Body::UntilClose);
         self.answer(pending.as_ref(), code, keep_alive);
-        if pending.is_some_and(|p| p.connect) && (200..300).contains(&code) {
+        if tunnel {
             self.flow = Flow::Over;
             return Ok(0);
         }
@@ -547,5 +549,571 @@ fn all(data: &[u8]) -> Feed {
     Feed {
         used: data.len(),
         skip: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MAX_PENDING;
+    use proptest::prelude::*;
+
+    const WS_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const WS_ACCEPTED: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+    /// RFC 6455 §5.7: "Hello", masked (client) and unmasked (server).
+    const WS_CLIENT_FRAME: &[u8] = &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    const WS_SERVER_FRAME: &[u8] = &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+    const CHUNKED: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Expires\r\n\r\n\
+        7\r\nMozilla\r\n11\r\nDeveloper Network\r\n0\r\nExpires: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n";
+
+    /// The caller's side of the feeding contract, for one direction.
+    #[derive(Debug, Default, PartialEq)]
+    struct Pipe {
+        buf: Vec<u8>,
+        skip: u64,
+    }
+
+    /// Like the tracker: take the bytes, then feed both sides until neither moves.
+    fn deliver(http: &mut Http1, pipes: &mut [Pipe; 2], side: Side, bytes: &[u8], ts: u64) {
+        let pipe = &mut pipes[side.index()];
+        let dropped = bytes.len().min(usize::try_from(pipe.skip).unwrap_or(usize::MAX));
+        pipe.skip -= dropped as u64;
+        pipe.buf.extend_from_slice(&bytes[dropped..]);
+        while [Side::Client, Side::Server]
+            .into_iter()
+            .any(|s| step(http, &mut pipes[s.index()], s, ts))
+        {}
+    }
+
+    /// One feed; whether it progressed.
+    fn step(http: &mut Http1, pipe: &mut Pipe, side: Side, ts: u64) -> bool {
+        if pipe.buf.is_empty() {
+            return false;
+        }
+        let feed = http.feed(side, &pipe.buf, ts);
+        if !feed.progressed() {
+            if pipe.buf.len() >= MAX_PENDING {
+                http.gap(side);
+                pipe.buf.clear();
+            }
+            return false;
+        }
+        pipe.buf.drain(..feed.used);
+        let now = feed.skip.min(pipe.buf.len() as u64);
+        pipe.buf.drain(..now as usize);
+        pipe.skip = feed.skip - now;
+        true
+    }
+
+    fn replay<'a>(chunks: impl IntoIterator<Item = (Side, &'a [u8], u64)>) -> (Http1, [Pipe; 2]) {
+        let mut http = Http1::new();
+        let mut pipes = Default::default();
+        for (side, bytes, ts) in chunks {
+            deliver(&mut http, &mut pipes, side, bytes, ts);
+        }
+        (http, pipes)
+    }
+
+    /// Segment `i` arrives at `(i + 1) * 1000` ns.
+    fn run(segments: &[(Side, &str)]) -> Http1 {
+        let timed = segments
+            .iter()
+            .zip(1..)
+            .map(|(&(side, s), i)| (side, s.as_bytes(), i * 1000));
+        replay(timed).0
+    }
+
+    fn request(method: &str, path: &str, status: Option<u16>, ttfb_ns: Option<u64>, keep_alive: bool) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            version: 1,
+            status,
+            ttfb_ns,
+            keep_alive,
+        }
+    }
+
+    fn statuses(http: &Http1) -> Vec<Option<u16>> {
+        http.requests().iter().map(|r| r.status).collect()
+    }
+
+    use Side::{Client as C, Server as S};
+
+    #[test]
+    fn get_with_keep_alive() {
+        let http = run(&[
+            (
+                C,
+                "GET /index.html?lang=en HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+            ),
+            (
+                S,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+            ),
+        ]);
+        assert!(http.proven());
+        assert_eq!(
+            http.requests(),
+            [request("GET", "/index.html?lang=en", Some(200), Some(1000), true)]
+        );
+        assert!(http.wants(C) && http.wants(S));
+    }
+
+    #[test]
+    fn three_requests_with_a_404() {
+        let http = run(&[
+            (C, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+            (C, "GET /missing HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (S, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"),
+            (C, "GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\np{}"),
+        ]);
+        let paths: Vec<_> = http.requests().iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/", "/missing", "/style.css"]);
+        assert_eq!(statuses(&http), [Some(200), Some(404), Some(200)]);
+        assert_eq!(http.omitted(), 0);
+    }
+
+    #[test]
+    fn http10_closes_unless_both_keep_alive() {
+        let http = run(&[
+            (C, "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+            (
+                S,
+                "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nhi",
+            ),
+            (C, "GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+            (S, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+        ]);
+        let keep: Vec<_> = http.requests().iter().map(|r| (r.version, r.keep_alive)).collect();
+        assert_eq!(keep, [(0, true), (0, false)]);
+    }
+
+    #[test]
+    fn http10_without_length_reads_until_close() {
+        let mut http = run(&[(C, "GET / HTTP/1.0\r\n\r\n")]);
+        let response = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it";
+        assert_eq!(
+            http.feed(S, response, 2000),
+            Feed {
+                used: response.len() - 9,
+                skip: u64::MAX
+            }
+        );
+        assert_eq!(http.requests()[0].status, Some(200));
+        assert!(!http.requests()[0].keep_alive);
+        assert!(!http.wants(S));
+    }
+
+    #[test]
+    fn head_response_has_no_body() {
+        let mut http = run(&[(
+            C,
+            "HEAD /big.iso HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        )]);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+        assert_eq!(
+            http.feed(S, head, 2000),
+            Feed {
+                used: head.len(),
+                skip: 0
+            }
+        );
+        http.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3000);
+        assert_eq!(statuses(&http), [Some(200), Some(200)]);
+    }
+
+    #[test]
+    fn no_body_for_204_and_304() {
+        let http = run(&[
+            (
+                C,
+                "DELETE /item/7 HTTP/1.1\r\nHost: a\r\n\r\nGET /logo.png HTTP/1.1\r\nIf-None-Match: \"x\"\r\n\r\n",
+            ),
+            (
+                S,
+                "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 500\r\n\r\n",
+            ),
+            (C, "GET /after HTTP/1.1\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        assert_eq!(statuses(&http), [Some(204), Some(304), Some(200)]);
+    }
+
+    #[test]
+    fn chunked_response_with_trailer() {
+        let http = run(&[
+            (C, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"),
+            (S, CHUNKED),
+            (S, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        assert_eq!(statuses(&http), [Some(200), Some(201)]);
+        assert!(http.requests()[0].keep_alive);
+    }
+
+    #[test]
+    fn chunked_response_skips_chunk_data() {
+        let mut http = run(&[(C, "GET / HTTP/1.1\r\n\r\n")]);
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(
+            http.feed(S, head.as_bytes(), 0),
+            Feed {
+                used: head.len(),
+                skip: 0
+            }
+        );
+        assert_eq!(
+            http.feed(S, b"1a;ext=1\r\n", 0),
+            Feed {
+                used: 10,
+                skip: 0x1a + 2
+            }
+        );
+        assert_eq!(http.feed(S, b"0\r\n\r\n", 0), Feed { used: 3, skip: 0 });
+        assert_eq!(http.feed(S, b"\r\n", 0), Feed { used: 2, skip: 0 });
+        assert_eq!(http.half(S).phase, Phase::Head);
+    }
+
+    #[test]
+    fn request_bodies_are_skipped() {
+        let http = run(&[
+            (
+                C,
+                "POST /api/items HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n",
+            ),
+            (C, "{\"id\":42}"),
+            (
+                C,
+                "POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n",
+            ),
+            (C, "GET /done HTTP/1.1\r\n\r\n"),
+            (S, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+            (
+                S,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ]);
+        let got: Vec<_> = http
+            .requests()
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("POST", "/api/items", Some(201)),
+                ("POST", "/upload", Some(200)),
+                ("GET", "/done", Some(200))
+            ]
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_match_in_order() {
+        let http = run(&[
+            (
+                C,
+                "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+            ),
+            (
+                S,
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            ),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc"),
+        ]);
+        let expected = [
+            request("GET", "/a", Some(200), Some(1000), true),
+            request("GET", "/b", Some(404), Some(1000), true),
+            request("GET", "/c", Some(200), Some(2000), true),
+        ];
+        assert_eq!(http.requests(), expected);
+    }
+
+    #[test]
+    fn continue_100_is_skipped() {
+        let http = run(&[
+            (
+                C,
+                "PUT /file HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (S, "HTTP/1.1 100 Continue\r\n\r\n"),
+            (C, "hello"),
+            (S, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        assert_eq!(http.requests(), [request("PUT", "/file", Some(201), Some(1000), true)]);
+    }
+
+    #[test]
+    fn head_split_across_feeds_times_its_first_byte() {
+        let head = b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut http = Http1::new();
+        assert_eq!(http.feed(C, &head[..8], 100), Feed::WAIT);
+        assert_eq!(http.feed(C, &head[..20], 150), Feed::WAIT);
+        assert!(!http.proven());
+        assert_eq!(
+            http.feed(C, head, 200),
+            Feed {
+                used: head.len(),
+                skip: 0
+            }
+        );
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(http.feed(S, &response[..10], 700), Feed::WAIT);
+        http.feed(S, response, 900);
+        assert_eq!(http.requests()[0].ttfb_ns, Some(600));
+    }
+
+    #[test]
+    fn connection_close_from_either_side() {
+        let http = run(&[
+            (C, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            (C, "GET /b HTTP/1.1\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        let keep: Vec<_> = http.requests().iter().map(|r| r.keep_alive).collect();
+        assert_eq!(keep, [false, false]);
+    }
+
+    #[test]
+    fn websocket_upgrade_hands_over_the_rest() {
+        let client = [WS_REQUEST.as_bytes(), WS_CLIENT_FRAME].concat();
+        let server = [WS_ACCEPTED.as_bytes(), WS_SERVER_FRAME].concat();
+        let (http, pipes) = replay([(C, &client[..], 1000), (S, &server[..], 3000)]);
+        let upgrade = Upgrade::WebSocket {
+            key_ok: true,
+            subprotocol: Some("chat".into()),
+        };
+        assert_eq!(http.upgrade(), Some(&upgrade));
+        assert_eq!(http.requests(), [request("GET", "/chat", Some(101), Some(2000), true)]);
+        assert_eq!(pipes.map(|p| p.buf), [WS_CLIENT_FRAME, WS_SERVER_FRAME]);
+        assert!(!http.wants(C) && !http.wants(S));
+    }
+
+    #[test]
+    fn websocket_upgrade_with_a_wrong_accept() {
+        let wrong = WS_ACCEPTED.replace("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "dGhlIHNhbXBsZSBub25jZQ==");
+        let http = run(&[(C, WS_REQUEST), (S, &wrong)]);
+        assert_eq!(
+            http.upgrade(),
+            Some(&Upgrade::WebSocket {
+                key_ok: false,
+                subprotocol: Some("chat".into())
+            })
+        );
+    }
+
+    #[test]
+    fn refused_upgrade_goes_on_as_http() {
+        let http = run(&[
+            (C, WS_REQUEST),
+            (C, "GET /next HTTP/1.1\r\n\r\n"),
+            (S, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        assert_eq!(http.upgrade(), None);
+        assert_eq!(statuses(&http), [Some(400), Some(200)]);
+    }
+
+    #[test]
+    fn h2c_upgrade() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        let request = "GET / HTTP/1.1\r\nHost: server.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+            Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+        let client = [request.as_bytes(), preface].concat();
+        let response = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        let server = [response.as_bytes(), &settings].concat();
+        let (http, pipes) = replay([(C, &client[..], 1000), (S, &server[..], 2000)]);
+        assert_eq!(http.upgrade(), Some(&Upgrade::H2c));
+        assert_eq!(http.requests()[0].status, Some(101));
+        assert_eq!(pipes.map(|p| p.buf), [&preface[..], &settings]);
+    }
+
+    #[test]
+    fn connect_tunnel_ends_http() {
+        let http = run(&[
+            (C, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+            (S, "HTTP/1.1 200 Connection Established\r\n\r\n"),
+            (C, "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03"),
+        ]);
+        assert_eq!(statuses(&http), [Some(200)]);
+        assert!(!http.wants(C) && !http.wants(S));
+    }
+
+    #[test]
+    fn not_http() {
+        for bytes in [
+            "SSH-2.0-OpenSSH_9.6\r\n",
+            "EHLO mail.example.com\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+        ] {
+            let mut http = Http1::new();
+            assert_eq!(
+                http.feed(C, bytes.as_bytes(), 0),
+                Feed {
+                    used: bytes.len(),
+                    skip: 0
+                }
+            );
+            assert!(!http.proven() && !http.wants(C) && !http.wants(S), "{bytes}");
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_not_http() {
+        let head = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
+        let http = run(&[(C, &head)]);
+        assert!(!http.proven() && !http.wants(C));
+    }
+
+    #[test]
+    fn client_gap_resyncs_at_a_request() {
+        let mut http = run(&[
+            (C, "GET /a HTTP/1.1\r\n\r\n"),
+            (S, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ]);
+        http.gap(C);
+        let tail = b"dy of a lost request\r\n";
+        assert_eq!(
+            http.feed(C, tail, 0),
+            Feed {
+                used: tail.len(),
+                skip: 0
+            }
+        );
+        let next = b"GET /b HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            http.feed(C, next, 0),
+            Feed {
+                used: next.len(),
+                skip: 0
+            }
+        );
+        // The first response answers the request lost in the gap.
+        http.feed(S, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", 0);
+        http.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0);
+        let paths: Vec<_> = http.requests().iter().map(|r| (r.path.as_str(), r.status)).collect();
+        assert_eq!(paths, [("/a", Some(200)), ("/b", Some(200))]);
+    }
+
+    #[test]
+    fn server_gap_resyncs_at_a_status_line() {
+        let mut http = run(&[(C, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")]);
+        assert_eq!(http.feed(S, b"HTTP/1.1 200 OK\r\nContent-Le", 0), Feed::WAIT);
+        http.gap(S);
+        let tail = b"ngth: 5\r\n\r\nhello";
+        assert_eq!(
+            http.feed(S, tail, 0),
+            Feed {
+                used: tail.len(),
+                skip: 0
+            }
+        );
+        assert_eq!(http.feed(S, b"HTTP/1.", 0), Feed::WAIT);
+        http.feed(S, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0);
+        http.feed(C, b"GET /c HTTP/1.1\r\n\r\n", 0);
+        http.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0);
+        assert_eq!(statuses(&http), [None, None, Some(200)]);
+    }
+
+    #[test]
+    fn requests_are_bounded() {
+        let get = "GET / HTTP/1.1\r\n\r\n";
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let http = run(&[
+            (C, &get.repeat(MAX_AWAITING + 6)),
+            (S, &ok.repeat(MAX_AWAITING + 6)),
+            (C, get),
+            (S, ok),
+        ]);
+        assert_eq!((http.requests().len(), http.omitted()), (MAX_AWAITING + 1, 6));
+        assert!(http.requests().iter().all(|r| r.status == Some(200)));
+        let many: Vec<_> = (0..MAX_REQUESTS + 5).flat_map(|_| [(C, get), (S, ok)]).collect();
+        let http = run(&many);
+        assert_eq!((http.requests().len(), http.omitted()), (MAX_REQUESTS, 5));
+        // Cut at a character boundary: "/" and 1023 two-byte characters.
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "é".repeat(MAX_PATH));
+        assert_eq!(run(&[(C, &long)]).requests()[0].path.len(), MAX_PATH - 1);
+    }
+
+    #[test]
+    fn every_split_matches_whole() {
+        let exchange: Vec<(Side, Vec<u8>, u64)> = [
+            (
+                C,
+                "GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes(),
+            ),
+            (S, CHUNKED.as_bytes()),
+            (S, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+            (
+                C,
+                b"PUT /c HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (S, b"HTTP/1.1 100 Continue\r\n\r\n"),
+            (C, b"hello"),
+            (S, b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (C, &[WS_REQUEST.as_bytes(), WS_CLIENT_FRAME].concat()),
+            (S, &[WS_ACCEPTED.as_bytes(), WS_SERVER_FRAME].concat()),
+        ]
+        .into_iter()
+        .zip(1..)
+        .map(|((side, bytes), i)| (side, bytes.to_vec(), i * 1000))
+        .collect();
+        let chunks = |at: usize| {
+            let mut start = 0;
+            let mut chunks = Vec::new();
+            for (side, bytes, ts) in &exchange {
+                let cut = at.saturating_sub(start).min(bytes.len());
+                chunks.extend([(*side, &bytes[..cut], *ts), (*side, &bytes[cut..], *ts)]);
+                start += bytes.len();
+            }
+            chunks
+        };
+        let whole = replay(chunks(0));
+        assert_eq!(statuses(&whole.0), [Some(200), Some(200), Some(204), Some(101)]);
+        let total = exchange.iter().map(|(_, b, _)| b.len()).sum();
+        for at in 1..=total {
+            assert_eq!(replay(chunks(at)), whole, "split at {at}");
+        }
+        let bytewise = exchange
+            .iter()
+            .flat_map(|(side, b, ts)| b.chunks(1).map(move |c| (*side, c, *ts)));
+        assert_eq!(replay(bytewise), whole);
+    }
+
+    fn sample() -> impl Strategy<Value = Vec<u8>> {
+        let messages = [
+            WS_REQUEST,
+            WS_ACCEPTED,
+            CHUNKED,
+            "GET / HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
+            "\r\n",
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..48),
+            proptest::sample::select(messages.to_vec()).prop_map(|m| m.as_bytes().to_vec()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(chunks in proptest::collection::vec((any::<bool>(), any::<bool>(), sample()), 0..24)) {
+            let mut http = Http1::new();
+            let mut pipes = Default::default();
+            for (client, gap, bytes) in chunks {
+                let side = if client { C } else { S };
+                if gap {
+                    http.gap(side);
+                }
+                deliver(&mut http, &mut pipes, side, &bytes, 0);
+                prop_assert!(http.awaiting.len() <= 2 * MAX_AWAITING + 1);
+            }
+        }
     }
 }

@@ -27,6 +27,8 @@ const DEFAULT_TABLE: usize = 4096;
 /// A peer may grant its encoder a larger table, but holding it would cost every
 /// flow that much memory: blocks that need more are treated as undecodable.
 const MAX_TABLE: usize = 64 * 1024;
+/// Responses the server may send ahead of the requests we have parsed.
+const MAX_EARLY: usize = 64;
 /// `:method` and `:path` are kept up to this many bytes.
 const MAX_VALUE: usize = 1024;
 
@@ -53,6 +55,9 @@ pub struct Http2 {
     /// Client streams are opened in increasing order (RFC 9113 §5.1.1): a
     /// HEADERS frame on a lower one is trailers.
     last_stream: u32,
+    /// Final statuses of streams the client's bytes have not opened yet: the
+    /// sides are fed apart, and the server's may run ahead.
+    early: Vec<(u32, u16)>,
     streams: u64,
     omitted: u64,
     proven: bool,
@@ -71,6 +76,7 @@ impl Http2 {
             decoders: (from_start && !encrypted).then(|| [decoder(), decoder()]),
             requests: Vec::new(),
             last_stream: 0,
+            early: Vec::new(),
             streams: 0,
             omitted: 0,
             proven: encrypted,
@@ -230,18 +236,22 @@ impl Http2 {
 
     /// Counts a stream the client opens, and keeps an entry for it while there is room.
     fn open(&mut self, stream: u32) -> Option<&mut H2Request> {
-        // Even ids are the server's, lower ones were opened already: trailers or a protocol error.
-        if stream % 2 == 0 || stream <= self.last_stream {
+        // Lower ids were opened already: trailers, or a protocol error.
+        if !client_initiated(stream) || stream <= self.last_stream {
             return None;
         }
         self.last_stream = stream;
         self.streams += 1;
+        let status = self.early.iter().find(|early| early.0 == stream).map(|early| early.1);
+        // Client ids only grow: responses to lower ones will never be claimed.
+        self.early.retain(|early| early.0 > stream);
         if self.requests.len() >= MAX_REQUESTS {
             self.omitted += 1;
             return None;
         }
         self.requests.push(H2Request {
             stream,
+            status,
             ..H2Request::default()
         });
         self.requests.last_mut()
@@ -287,22 +297,33 @@ impl Http2 {
     }
 
     fn record(&mut self, side: Side, stream: u32, fields: Fields) {
-        let Ok(index) = self.requests.binary_search_by_key(&stream, |request| request.stream) else {
-            return;
-        };
-        let request = &mut self.requests[index];
         match side {
             // The first values stand: an h2c stream 1 has them from the upgrade request.
             Side::Client => {
-                request.method = request.method.take().or(fields.method);
-                request.path = request.path.take().or(fields.path);
+                if let Some(request) = self.request(stream) {
+                    request.method = request.method.take().or(fields.method);
+                    request.path = request.path.take().or(fields.path);
+                }
             }
             Side::Server => {
-                if let Some(status) = fields.status.filter(|status| *status >= 200) {
+                let Some(status) = fields.status.filter(|status| *status >= 200) else {
+                    return;
+                };
+                if let Some(request) = self.request(stream) {
                     request.status.get_or_insert(status);
+                } else if client_initiated(stream) && stream > self.last_stream && self.early.len() < MAX_EARLY {
+                    self.early.push((stream, status));
                 }
             }
         }
+    }
+
+    fn request(&mut self, stream: u32) -> Option<&mut H2Request> {
+        let index = self
+            .requests
+            .binary_search_by_key(&stream, |request| request.stream)
+            .ok()?;
+        self.requests.get_mut(index)
     }
 
     /// A side's SETTINGS_HEADER_TABLE_SIZE bounds the table of the *other* side's encoder.
@@ -336,11 +357,17 @@ impl fmt::Debug for Http2 {
             .field("headers_readable", &self.headers_readable())
             .field("requests", &self.requests)
             .field("last_stream", &self.last_stream)
+            .field("early", &self.early)
             .field("streams", &self.streams)
             .field("omitted", &self.omitted)
             .field("proven", &self.proven)
             .finish()
     }
+}
+
+/// Odd ids are the client's (RFC 9113 §5.1.1); 0 is the connection's.
+fn client_initiated(stream: u32) -> bool {
+    !stream.is_multiple_of(2)
 }
 
 fn decoder() -> Decoder<'static> {
@@ -464,24 +491,26 @@ mod tests {
     /// curl 7.88.1 (nghttp2 1.52) `--http2-prior-knowledge http://127.0.0.1:19505/a`,
     /// captured on loopback: preface, SETTINGS, WINDOW_UPDATE, HEADERS (Huffman,
     /// indexed into the table), SETTINGS ack.
-    const CURL_PRIOR: &str = "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a000012040000000000000300000064000402000000\
-        0002000000000000040800000000000001ff00010000220105000000018204022f6186418b089d5c0b8170dc0bed81bf7a8825b650c3\
-        abbcf2e153032a2f2a000000040100000000";
+    const CURL_PRIOR: &str = "505249202a20485454502f322e300d0a0d0a534d\
+        0d0a0d0a00001204000000000000030000006400040200000000020000000000000408000000000001ff000100002201050000000182\
+        04022f6186418b089d5c0b8170dc0bed81bf7a8825b650c3abbcf2e153032a2f2a000000040100000000";
     /// The test server's answer: SETTINGS (header table 8192), ack, HEADERS 103,
     /// HEADERS 200 with `server: mock` indexed, DATA in two frames.
-    const SERVER_PRIOR: &str = "00000604000000000000010000200000000004010000000000000501040000000108033130330000070104000000\
-        018876046d6f636b00000600000000000168656c6c6f20000005000100000001776f726c64";
+    const SERVER_PRIOR: &str = "0000060400000000000001000020000000000401\
+        0000000000000501040000000108033130330000070104000000018876046d6f636b00000600000000000168656c6c6f200000050001\
+        00000001776f726c64";
     /// curl `--http2 http://127.0.0.1:19501/up http://127.0.0.1:19501/next`, after
     /// its `GET /up` upgrade request: preface, SETTINGS, WINDOW_UPDATE, ack,
     /// RST_STREAM 1, HEADERS on stream 3 opening with a table size update.
-    const CURL_H2C: &str = "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a000012040000000000000300000064000402000000\
-        0002000000000000040800000000000001ff0001000000040100000000000004030000000001000000050000270105000000033fe11f\
-        82048462a2f94f86418b089d5c0b8170dc0bed803f7a8825b650c3abbcf2e153032a2f2a";
+    const CURL_H2C: &str = "505249202a20485454502f322e300d0a0d0a534d\
+        0d0a0d0a00001204000000000000030000006400040200000000020000000000000408000000000001ff000100000004010000000000\
+        0004030000000001000000050000270105000000033fe11f82048462a2f94f86418b089d5c0b8170dc0bed803f7a8825b650c3abbcf2\
+        e153032a2f2a";
     /// The test server after its 101: stream 1 as above, then 404 on stream 3
     /// with `server` from the dynamic table.
-    const SERVER_H2C: &str = "000006040000000000000100002000000005010400000001080331303300000701040000000188760\
-        46d6f636b00000600000000000168656c6c6f20000005000100000001776f726c640000000401000000000000020104000000038dbe\
-        000004000100000003676f6e65";
+    const SERVER_H2C: &str = "0000060400000000000001000020000000050104\
+        0000000108033130330000070104000000018876046d6f636b00000600000000000168656c6c6f20000005000100000001776f726c64\
+        0000000401000000000000020104000000038dbe000004000100000003676f6e65";
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -702,13 +731,14 @@ mod tests {
         // A size update to 8192 from the server's encoder: allowed once the client grants it.
         let response = frame(HEADERS, END_HEADERS, 1, &[0x3f, 0xe1, 0x3f, 0x88]);
         let grant = frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0x20, 0]);
-        let request = frame(HEADERS, END_HEADERS, 1, &[0x82, 0x84]);
-        let granted = prior(&with_preface(&[grant, request.clone()]), &response);
+        let get = frame(HEADERS, END_HEADERS, 1, &[0x82, 0x84]);
+        let granted = prior(&with_preface(&[grant, get.clone()]), &response);
         assert!(granted.headers_readable());
         assert_eq!(granted.requests()[0].status, Some(200));
-        let refused = prior(&with_preface(&[request]), &response);
+        let refused = prior(&with_preface(&[get]), &response);
         assert!(!refused.headers_readable());
-        assert_eq!(refused.requests(), [request_of(1)]);
+        // What was decoded before the tables were lost stands.
+        assert_eq!(refused.requests(), [request(1, Some("GET"), Some("/"), None)]);
     }
 
     #[test]
@@ -779,9 +809,13 @@ mod tests {
     #[test]
     fn wrong_preface_is_not_http2() {
         let mut h2 = Http2::new(H2Mode::PriorKnowledge, true);
+        let wrong = b"PRI * HTTP/2.0\r\n\r\nSX";
         assert_eq!(
-            h2.feed(Side::Client, b"PRI * HTTP/2.0\r\n\r\nSX", 0),
-            Feed { used: 22, skip: 0 }
+            h2.feed(Side::Client, wrong, 0),
+            Feed {
+                used: wrong.len(),
+                skip: 0
+            }
         );
         assert!(!h2.proven());
         assert!(!h2.wants(Side::Client) && !h2.wants(Side::Server));
@@ -849,17 +883,13 @@ mod tests {
             frame(HEADERS, END_HEADERS, 3, &[0x8d]),
         ]
         .concat();
+        let prior_knowledge: fn() -> Http2 = || Http2::new(H2Mode::PriorKnowledge, true);
         let exchanges = [
-            (
-                Http2::new(H2Mode::PriorKnowledge, true),
-                hex(CURL_PRIOR),
-                hex(SERVER_PRIOR),
-            ),
-            (Http2::upgraded("GET", "/up", true), hex(CURL_H2C), hex(SERVER_H2C)),
-            (Http2::new(H2Mode::PriorKnowledge, true), hand, hand_server),
+            (prior_knowledge, hex(CURL_PRIOR), hex(SERVER_PRIOR)),
+            (|| Http2::upgraded("GET", "/up", true), hex(CURL_H2C), hex(SERVER_H2C)),
+            (prior_knowledge, hand, hand_server),
         ];
-        for (fresh, client, server) in exchanges {
-            let start = || Http2 { ..clone_fresh(&fresh) };
+        for (start, client, server) in exchanges {
             let mut whole = start();
             play(&mut whole, &client, &server);
             let whole = outcome(&whole);

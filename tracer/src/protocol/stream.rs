@@ -124,7 +124,10 @@ mod tests {
         s.push(1, b"head+body");
         s.consume(Feed { used: 5, skip: 10 });
         assert_eq!(s.want(), 15);
-        assert!(!s.push(10, b"rest of body"), "the skipped part is not a gap");
+        assert!(
+            !s.push(10, b"skippedbody"[1..].as_ref()),
+            "the skipped part is not a gap"
+        );
         assert_eq!(s.pending(), b"body");
         assert!(s.push(40, b"later"), "bytes 20..39 never came");
         assert_eq!((s.pending(), s.want()), (&b"later"[..], 44));

@@ -244,3 +244,217 @@ fn version_name(version: TlsVersion) -> Option<&'static str> {
 fn bounded(value: &[u8]) -> String {
     String::from_utf8_lossy(&value[..value.len().min(MAX_NAME)]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::replay;
+    use proptest::prelude::*;
+
+    /// curl 7.88.1 (OpenSSL 3.0) `--http2 https://example.com:19444/` to
+    /// `openssl s_server -alpn h2,http/1.1`, captured on loopback: the
+    /// ClientHello record (SNI example.com, ALPN h2 and http/1.1, TLS 1.3 and
+    /// 1.2 offered), ChangeCipherSpec, the first encrypted record.
+    const CLIENT_13: &str = "1603010200010001fc03032528bcbc9ea7e2d2a1\
+        815a0d2b600722ffaa0ac015b526492466849e54c33d94208741f527e9100e95653a680427d197e0e34aee0c0752738f27a17cf5b022\
+        dde5003e130213031301c02cc030009fcca9cca8ccaac02bc02f009ec024c028006bc023c0270067c00ac0140039c009c0130033009d\
+        009c003d003c0035002f00ff0100017500000010000e00000b6578616d706c652e636f6d000b000403000102000a00160014001d0017\
+        001e00190018010001010102010301040010000e000c02683208687474702f312e31001600000017000000310000000d002a00280403\
+        05030603080708080809080a080b080408050806040105010601030303010302040205020602002b0009080304030303020301002d00\
+        020101003300260024001d002068f63cb5e63456d1d9437c01066693061b4e3a5c245930eb8d50fc701a3da135001500b20000000000\
+        000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\
+        000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\
+        000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\
+        000000000000000000000014030300010117030300456a10c2a3bd288678e76a029f8f4389e8aed64404604dbddea0206b09dd936a2e\
+        2dceac9615ed064211ce05a3db8146f7dba6af89db5d73b53afae4021b523565192d5f935f";
+    /// The server's side of that exchange: ServerHello (supported_versions
+    /// 1.3), ChangeCipherSpec, the first encrypted record.
+    const SERVER_13: &str = "160303007a0200007603039d145b9b55be5c530d\
+        78b242f9908c33865167ba10d6b74294a22ee6a7a12667208741f527e9100e95653a680427d197e0e34aee0c0752738f27a17cf5b022\
+        dde5130200002e002b0002030400330024001d002000699b705c29a4e8f6a9c1653ca17f7ef5f342159ee1843eff6ca48077bece3d14\
+        03030001011703030020b0fb5e5395d61aa73e73d90b59aa27ce5579de0f34cd5c3b60a9e8b705e900bd";
+    /// The same client to `openssl s_server -tls1_2 -alpn h2`: the ServerHello
+    /// record (ALPN h2), then the start of the Certificate record.
+    const SERVER_12: &str = "1603030066020000620303c6413c754f0700c35e\
+        5bb624e234009ebe0b70302a8b9db009ee15971c3c7a4920c143f7c209301b402007c0f2b35352e1b39f6413ea3da1ab7776031e7ed5\
+        5177c02c00001aff01000100000b00040300010200100005000302683200170000160303018f";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    fn play(client: &[u8], server: &[u8]) -> Tls {
+        let mut tls = Tls::new();
+        replay::chunks(&mut tls, [(Side::Client, false, client), (Side::Server, false, server)]);
+        tls
+    }
+
+    /// Everything the parser holds, to compare runs.
+    fn outcome(tls: &Tls) -> String {
+        format!("{tls:?}")
+    }
+
+    fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(payload.len()).expect("record length");
+        [[kind, 3, 1].as_slice(), &len.to_be_bytes(), payload].concat()
+    }
+
+    #[test]
+    fn client_hello_gives_sni_and_alpn() {
+        let tls = play(&hex(CLIENT_13), &[]);
+        assert!(tls.proven());
+        assert_eq!(tls.sni(), Some("example.com"));
+        assert_eq!(tls.alpn(), ["h2", "http/1.1"]);
+        assert_eq!(tls.version(), None);
+        assert!(!tls.wants(Side::Client) && tls.wants(Side::Server));
+    }
+
+    #[test]
+    fn tls13_server_hello_by_supported_versions() {
+        let tls = play(&hex(CLIENT_13), &hex(SERVER_13));
+        assert_eq!(tls.version(), Some("1.3"));
+        // In 1.3 the server's choice is encrypted.
+        assert_eq!(tls.alpn_selected(), None);
+        assert!(!tls.wants(Side::Client) && !tls.wants(Side::Server));
+    }
+
+    #[test]
+    fn tls12_server_hello_with_alpn() {
+        let tls = play(&hex(CLIENT_13), &hex(SERVER_12));
+        assert_eq!(tls.version(), Some("1.2"));
+        assert_eq!(tls.alpn_selected(), Some("h2"));
+        assert!(!tls.wants(Side::Server));
+    }
+
+    #[test]
+    fn bytes_after_the_hello_are_let_go() {
+        let mut tls = Tls::new();
+        let client = hex(CLIENT_13);
+        assert_eq!(tls.feed(Side::Client, &client, 0), Feed { used: 517, skip: 0 });
+        assert_eq!(
+            tls.feed(Side::Client, &client[517..], 0),
+            Feed {
+                used: client.len() - 517,
+                skip: 0
+            }
+        );
+    }
+
+    #[test]
+    fn client_hello_across_two_records() {
+        let hello = &hex(CLIENT_13)[RECORD_HEADER..517];
+        let client = [record(HANDSHAKE, &hello[..3]), record(HANDSHAKE, &hello[3..])].concat();
+        let tls = play(&client, &[]);
+        assert!(tls.proven());
+        assert_eq!(tls.sni(), Some("example.com"));
+        assert_eq!(tls.alpn(), ["h2", "http/1.1"]);
+    }
+
+    #[test]
+    fn garbage_is_not_tls() {
+        for garbage in [
+            b"GET / HTTP/1.1\r\n\r\n".as_slice(),
+            &[0x16, 0x03],
+            &[0x16, 0x7f, 0x01, 0x00, 0x01, 0x01],
+        ] {
+            let mut tls = Tls::new();
+            let used = tls.feed(Side::Client, garbage, 0).used;
+            assert!(used > 0 || garbage.len() < RECORD_HEADER, "{garbage:?}");
+            if used > 0 {
+                assert!(!tls.proven() && !tls.wants(Side::Client) && !tls.wants(Side::Server));
+            }
+        }
+        // A handshake record that holds no ClientHello.
+        let tls = play(&record(HANDSHAKE, &[2, 0, 0, 1, 0]), &[]);
+        assert!(!tls.proven() && !tls.wants(Side::Client) && !tls.wants(Side::Server));
+        // A ClientHello that does not parse.
+        let tls = play(&record(HANDSHAKE, &[1, 0, 0, 2, 3, 3]), &[]);
+        assert!(!tls.proven() && !tls.wants(Side::Client));
+    }
+
+    #[test]
+    fn alert_instead_of_server_hello() {
+        let tls = play(&hex(CLIENT_13), &[21, 3, 3, 0, 2, 2, 40]);
+        assert!(tls.proven() && !tls.wants(Side::Server));
+        assert_eq!(tls.version(), None);
+    }
+
+    #[test]
+    fn oversized_hello_is_given_up() {
+        let tls = play(&record(HANDSHAKE, &[1, 0x01, 0x00, 0x00]), &[]);
+        assert!(!tls.proven() && !tls.wants(Side::Client));
+    }
+
+    #[test]
+    fn gap_ends_a_side() {
+        let mut tls = Tls::new();
+        let client = hex(CLIENT_13);
+        assert_eq!(tls.feed(Side::Client, &client[..100], 0), Feed::WAIT);
+        tls.gap(Side::Client);
+        assert!(!tls.wants(Side::Client) && !tls.proven());
+        assert!(tls.wants(Side::Server));
+    }
+
+    /// The exchanges cut at every byte, both sides at once, and byte by byte:
+    /// the outcome never depends on how the bytes arrive.
+    #[test]
+    fn every_split_matches_whole() {
+        let hello = &hex(CLIENT_13)[RECORD_HEADER..517];
+        let split_hello = [record(HANDSHAKE, &hello[..200]), record(HANDSHAKE, &hello[200..])].concat();
+        for (client, server) in [(hex(CLIENT_13), hex(SERVER_13)), (split_hello, hex(SERVER_12))] {
+            let whole = play(&client, &server);
+            assert!(whole.proven() && whole.version().is_some());
+            let whole = outcome(&whole);
+            for at in 0..=client.len().max(server.len()) {
+                let (c, s) = (
+                    client.split_at(at.min(client.len())),
+                    server.split_at(at.min(server.len())),
+                );
+                let mut tls = Tls::new();
+                let chunks = [
+                    (Side::Client, c.0),
+                    (Side::Server, s.0),
+                    (Side::Client, c.1),
+                    (Side::Server, s.1),
+                ];
+                replay::chunks(&mut tls, chunks.map(|(side, bytes)| (side, false, bytes)));
+                assert_eq!(outcome(&tls), whole, "split at {at}");
+            }
+            let mut tls = Tls::new();
+            let bytes = client.chunks(1).map(|b| (Side::Client, false, b));
+            replay::chunks(
+                &mut tls,
+                bytes.chain(server.chunks(1).map(|b| (Side::Server, false, b))),
+            );
+            assert_eq!(outcome(&tls), whole, "byte by byte");
+        }
+    }
+
+    fn any_handshake_record() -> impl Strategy<Value = Vec<u8>> {
+        (1u8..3, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(kind, body)| {
+            let len = u32::try_from(body.len()).expect("short").to_be_bytes();
+            record(HANDSHAKE, &[[kind].as_slice(), &len[1..], &body].concat())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut tls = Tls::new();
+            replay::chunks(&mut tls, replay::fuzz_input(&input));
+            prop_assert!(tls.alpn().len() <= MAX_PROTOCOLS);
+        }
+
+        #[test]
+        fn random_hellos_never_panic(client in any_handshake_record(), server in any_handshake_record(), cut in 0usize..320) {
+            let (c, s) = (client.split_at(cut.min(client.len())), server.split_at(cut.min(server.len())));
+            let mut tls = Tls::new();
+            let chunks = [(Side::Server, s.0), (Side::Client, c.0), (Side::Client, c.1), (Side::Server, s.1)];
+            replay::chunks(&mut tls, chunks.map(|(side, bytes)| (side, false, bytes)));
+            prop_assert!(tls.sni().is_none_or(|sni| sni.len() <= 3 * MAX_NAME));
+        }
+    }
+}

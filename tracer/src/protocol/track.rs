@@ -303,3 +303,131 @@ fn detect(side: Side, data: &[u8], from_start: bool) -> Option<App> {
     }
     Some(App::Unknown)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISN: [u32; 2] = [1000, 90_000];
+
+    /// Plays messages (sender endpoint index, bytes) into a tracker, each
+    /// message cut into segments of at most `mss` bytes.
+    fn play(messages: &[(usize, &[u8])], mss: usize) -> (Tracker, Vec<Control>) {
+        let mut t = Tracker::new(0, ISN.map(Some));
+        let mut seq = ISN.map(|i| i.wrapping_add(1));
+        let mut controls = Vec::new();
+        for (from, bytes) in messages {
+            for piece in bytes.chunks(mss) {
+                controls.extend(t.on_payload(*from, seq[*from], piece, 0));
+                seq[*from] = seq[*from].wrapping_add(piece.len() as u32);
+            }
+        }
+        (t, controls)
+    }
+
+    const KEEP_ALIVE: &[(usize, &[u8])] = &[
+        (0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+        (0, b"GET /missing HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (1, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        (0, b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        (
+            1,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+    ];
+
+    const WEBSOCKET: &[(usize, &[u8])] = &[
+        (
+            0,
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+        (
+            1,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
+        ),
+        (0, b"\x81\x82\x00\x00\x00\x00hi\x88\x82\x00\x00\x00\x00\x03\xe8"),
+        (1, b"\x88\x02\x03\xe8"),
+    ];
+
+    #[test]
+    fn keep_alive_requests_whatever_the_segment_size() {
+        let whole = play(KEEP_ALIVE, usize::MAX).0.summary();
+        assert_eq!(whole.protocol, "http/1.1");
+        let requests = &whole.http.as_ref().unwrap().requests;
+        let seen: Vec<_> = requests
+            .iter()
+            .map(|r| (r.path.as_str(), r.status, r.keep_alive))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("/", Some(200), true),
+                ("/missing", Some(404), true),
+                ("/c", Some(200), false)
+            ]
+        );
+        for mss in 1..64 {
+            assert_eq!(play(KEEP_ALIVE, mss).0.summary(), whole, "segments of {mss} bytes");
+        }
+    }
+
+    #[test]
+    fn websocket_after_upgrade_whatever_the_segment_size() {
+        let whole = play(WEBSOCKET, usize::MAX).0.summary();
+        assert_eq!(whole.protocol, "websocket");
+        let ws = whole.websocket.as_ref().unwrap();
+        assert!(ws.key_ok);
+        assert_eq!((ws.frames[0].text, ws.frames[0].close, ws.frames[1].text), (1, 1, 1));
+        let close = ws.close.as_ref().unwrap();
+        assert_eq!((close.initiator, close.code), (Side::Client, Some(1000)));
+        for mss in 1..64 {
+            assert_eq!(play(WEBSOCKET, mss).0.summary(), whole, "segments of {mss} bytes");
+        }
+    }
+
+    #[test]
+    fn a_large_body_is_skipped_in_the_kernel() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+        let (t, controls) = play(&[(0, b"GET /big HTTP/1.1\r\n\r\n"), (1, head)], usize::MAX);
+        let Some(Control::Set(w)) = controls.last() else {
+            panic!("the kernel was not told: {controls:?}")
+        };
+        // The server (endpoint 1) is wanted again after the body only.
+        let after = ISN[1].wrapping_add(1 + head.len() as u32 + 1_000_000);
+        assert_eq!((w.mode[1], w.from_seq[1]), (want::FROM, after));
+        assert_eq!(t.retire(), Some(Control::Delete));
+    }
+
+    #[test]
+    fn a_short_exchange_costs_no_map_update() {
+        let (t, controls) = play(KEEP_ALIVE, usize::MAX);
+        assert!(controls.is_empty(), "{controls:?}");
+        assert_eq!(t.retire(), None);
+    }
+
+    #[test]
+    fn unknown_bytes_are_let_go_once_they_keep_coming() {
+        let noise: &[(usize, &[u8])] = &[(0, &b"\x00\x01binary"[..]); 8];
+        let (t, controls) = play(noise, usize::MAX);
+        assert_eq!(t.summary().protocol, "unknown");
+        assert_eq!(
+            controls,
+            [Control::Set(Want {
+                from_seq: [0; 2],
+                mode: [want::NONE; 2],
+                _pad: [0; 2]
+            })]
+        );
+    }
+
+    #[test]
+    fn lost_first_bytes_prove_nothing() {
+        let mut t = Tracker::new(0, ISN.map(Some));
+        t.on_payload(0, ISN[0] + 100, b"GET / HTTP/1.1\r\n\r\n", 0);
+        assert_eq!(t.summary().protocol, "unknown");
+        assert_eq!(t.gaps, 1);
+    }
+}

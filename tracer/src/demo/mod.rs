@@ -1,5 +1,8 @@
 //! `tracer demo`: the newcomer's first look. The tracer traces its own
-//! loopback exchanges, one after another, and prints what the kernel reported.
+//! loopback exchanges, one after another, and prints what the kernel reported:
+//! how connections open and close, then what HTTP/1.1, WebSocket, HTTP/2 and
+//! TLS look like on the wire.
+mod scripts;
 use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -7,6 +10,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+
+use scripts::{Says, Script};
 
 use crate::{
     app::{self, DiagramFor, Session, Show},
@@ -39,7 +44,7 @@ pub async fn run(args: OutputArgs) -> Result<()> {
     let mut session = Session::start(&settings, &args, show, app::stdout())?;
     let out = session.output();
     out.note(&format!(
-        "tracer demo: the kernel's view of three TCP connections to 127.0.0.1:{port}, traced by this process itself."
+        "tracer demo: the kernel's view of TCP connections to 127.0.0.1:{port}, traced by this process itself."
     ))?;
     out.note(
         "Each socket gets one line when it closes (client and server each own one), and each connection a ladder",
@@ -79,8 +84,62 @@ pub async fn run(args: OutputArgs) -> Result<()> {
         },
     )
     .await?;
+    for (heading, script) in PROTOCOL_STEPS {
+        let l = listener.try_clone()?;
+        step(&mut session, heading, move || play(&l, addr, script)).await?;
+    }
     drop(listener);
     session.finish()?;
+    Ok(())
+}
+
+/// Each protocol's exchange, and what to look for in it.
+const PROTOCOL_STEPS: [(&str, Script); 4] = [
+    (
+        "4. HTTP/1.1 keep-alive: three requests on one connection (a 404, a chunked body); the query string and cookie are never shown",
+        scripts::KEEP_ALIVE,
+    ),
+    (
+        "5. WebSocket: an HTTP Upgrade answered by 101, then frames (text, ping/pong) and the closing handshake",
+        scripts::WEBSOCKET,
+    ),
+    (
+        "6. HTTP/2 with prior knowledge: the preface, SETTINGS, two streams whose headers HPACK compresses",
+        scripts::HTTP2,
+    ),
+    (
+        "7. TLS: the ClientHello names the server (SNI) and offers protocols (ALPN); the rest is encrypted",
+        scripts::TLS,
+    ),
+];
+
+/// Plays a script over one connection: each side writes its lines and reads
+/// the other's, then the client closes first.
+fn play(listener: &TcpListener, addr: SocketAddr, script: Script) -> io::Result<()> {
+    let listener = listener.try_clone()?;
+    let server = thread::Builder::new()
+        .name("demo-server".into())
+        .spawn(move || say(listener.accept()?.0, Says::Server, script))?;
+    let client_result = on_thread("demo-client", move || {
+        say(TcpStream::connect(addr)?, Says::Client, script)
+    });
+    let server_result = server.join().map_err(|_| io::Error::other("demo-server panicked"))?;
+    client_result.and(server_result)
+}
+
+fn say(mut s: TcpStream, me: Says, script: Script) -> io::Result<()> {
+    for (who, bytes) in script {
+        if *who == me {
+            s.write_all(bytes)?;
+        } else {
+            let mut heard = vec![0u8; bytes.len()];
+            s.read_exact(&mut heard)?;
+        }
+    }
+    if me == Says::Server {
+        // Until the client's FIN, then close our side.
+        s.read_to_end(&mut Vec::new())?;
+    }
     Ok(())
 }
 
