@@ -108,6 +108,8 @@ fn test(args: &[String]) -> Result<()> {
     status(cargo().args(["fmt", "--all", "--check"]))?;
     status(cargo().args(["fmt", "--check", "--manifest-path", "tracer-ebpf/Cargo.toml"]))?;
     status(cargo().args(["clippy", "--all-targets", "--release", "--", "-D", "warnings"]))?;
+    // The protocol tests run real peers, built beside the tracer.
+    status(cargo().args(["build", "--release", "-p", "peers"]))?;
     // The end-to-end tests load BPF programs: they run as root, one at a time,
     // because each tracer they start sees every socket on the host.
     let mut test = as_root(std::ffi::OsStr::new(env!("CARGO")));

@@ -70,7 +70,10 @@ impl Lifecycle {
         if self.owner.is_none() {
             self.owner = s.owner;
         }
-        if self.states.len() < MAX_STATES {
+        // The kernel reports some re-entries of the state a socket is in
+        // (FIN_WAIT1 once from close() and again as the FIN goes out): not a change.
+        let repeat = s.old == s.new && self.states.last().is_some_and(|l| l.0 == s.new);
+        if self.states.len() < MAX_STATES && !repeat {
             self.states.push((s.new, s.ts_ns));
         }
         self.last = *s;

@@ -931,7 +931,7 @@ mod tests {
         fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..2048), from_start: bool) {
             let mut h2 = Http2::new(H2Mode::PriorKnowledge, from_start);
             replay::chunks(&mut h2, replay::fuzz_input(&input));
-            prop_assert!(h2.requests().len() <= MAX_REQUESTS);
+            prop_assert_eq!(h2.requests().len() as u64 + h2.omitted(), h2.streams());
         }
 
         #[test]
@@ -948,6 +948,19 @@ mod tests {
             replay::chunks(&mut h2, chunks.map(|(side, bytes)| (side, false, bytes)));
             prop_assert!(h2.proven());
             prop_assert!(h2.streams() <= 24);
+        }
+
+        #[test]
+        fn mutated_exchange_never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let (mut client, mut server) = (hex(CURL_H2C), hex(SERVER_H2C));
+            for (at, byte) in flips {
+                let bytes = if at % 2 == 0 { &mut client } else { &mut server };
+                let len = bytes.len();
+                bytes[at / 2 % len] ^= byte;
+            }
+            let mut h2 = Http2::upgraded("GET", "/up", true);
+            play(&mut h2, &client, &server);
+            prop_assert_eq!(h2.requests().len() as u64 + h2.omitted(), h2.streams());
         }
     }
 }
