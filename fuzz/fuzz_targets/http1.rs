@@ -2,7 +2,7 @@
 //! loop, whatever it is fed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tracer::protocol::{replay, http1::Http1};
+use tracer_protocol::{replay, http1::Http1};
 
 fuzz_target!(|data: &[u8]| {
     let mut parser = Http1::new();

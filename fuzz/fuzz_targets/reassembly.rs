@@ -2,7 +2,7 @@
 //! the reassembler into whichever parser the bytes select.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tracer::protocol::Tracker;
+use tracer_protocol::Tracker;
 
 fuzz_target!(|data: &[u8]| {
     let mut tracker = Tracker::new(0, [Some(1000), Some(5000)]);

@@ -2,7 +2,7 @@
 //! loop, whatever it is fed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tracer::protocol::{replay, websocket::WebSocket};
+use tracer_protocol::{replay, websocket::WebSocket};
 
 fuzz_target!(|data: &[u8]| {
     let mut parser = WebSocket::new();

@@ -15,7 +15,9 @@ pub mod iface;
 pub mod loader;
 pub mod output;
 pub mod preflight;
-pub mod protocol;
 pub mod procfs;
 pub mod reader;
 pub mod state;
+
+/// Protocol detection lives in its own crate, which the fuzz targets build alone.
+pub use tracer_protocol as protocol;

@@ -484,7 +484,7 @@ fn bounded(value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::replay;
+    use crate::replay;
     use loona_hpack::Encoder;
     use proptest::prelude::*;
 

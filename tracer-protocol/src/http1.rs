@@ -555,7 +555,7 @@ fn all(data: &[u8]) -> Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::MAX_PENDING;
+    use crate::MAX_PENDING;
     use proptest::prelude::*;
 
     const WS_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\

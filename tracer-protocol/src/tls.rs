@@ -248,7 +248,7 @@ fn bounded(value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::replay;
+    use crate::replay;
     use proptest::prelude::*;
 
     /// curl 7.88.1 (OpenSSL 3.0) `--http2 https://example.com:19444/` to

@@ -223,7 +223,7 @@ fn read_close(initiator: Side, payload: &[u8], mask: Option<[u8; 4]>) -> CloseFr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::MAX_PENDING;
+    use crate::MAX_PENDING;
     use proptest::prelude::*;
 
     /// RFC 6455 §5.7: "Hello", unmasked then masked.
