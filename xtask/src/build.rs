@@ -44,3 +44,15 @@ pub fn all() -> Result<()> {
         "tracer",
     ]))
 }
+
+/// The real protocol peers (HTTP/1, WebSocket, HTTP/2, TLS) that the tests
+/// and the recorded stream use, built beside the tracer.
+pub fn peers() -> Result<()> {
+    status(Command::new(env!("CARGO")).current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "peers",
+    ]))
+}

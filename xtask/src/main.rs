@@ -83,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Hold { port, n } => bench::hold::serve(port, n),
         Task::Record => {
             build::all()?;
+            build::peers()?;
             let root = build::workspace_root();
             std::fs::create_dir_all(root.join("tracer/benches/data"))?;
             bench::record::run(
@@ -108,8 +109,7 @@ fn test(args: &[String]) -> Result<()> {
     status(cargo().args(["fmt", "--all", "--check"]))?;
     status(cargo().args(["fmt", "--check", "--manifest-path", "tracer-ebpf/Cargo.toml"]))?;
     status(cargo().args(["clippy", "--all-targets", "--release", "--", "-D", "warnings"]))?;
-    // The protocol tests run real peers, built beside the tracer.
-    status(cargo().args(["build", "--release", "-p", "peers"]))?;
+    build::peers()?;
     // The end-to-end tests load BPF programs: they run as root, one at a time,
     // because each tracer they start sees every socket on the host.
     let mut test = as_root(std::ffi::OsStr::new(env!("CARGO")));
@@ -125,7 +125,7 @@ fn test(args: &[String]) -> Result<()> {
 
 /// Each fuzz target, from its checked-in corpus, for a bounded number of runs.
 const FUZZ_TARGETS: &[&str] = &["http1", "websocket", "http2", "tls", "reassembly"];
-const FUZZ_RUNS: &str = "-runs=200000";
+const FUZZ_RUNS: &str = "-runs=50000";
 
 fn fuzz(root: &std::path::Path) -> Result<()> {
     for target in FUZZ_TARGETS {

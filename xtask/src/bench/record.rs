@@ -2,7 +2,8 @@
 //! benchmark replays (`tracer/benches/data/stream.bin`), recorded from the
 //! real tracer in `--events` mode (every segment) while this traffic runs:
 //! short storm connections, keep-alive exchanges, a bulk transfer, aborts
-//! with RST and refused connects.
+//! with RST and refused connects, WebSocket echoes and HTTP/2 streams (the
+//! `peers` crate's real servers and clients).
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
@@ -20,7 +21,7 @@ use super::{
 };
 
 pub fn run(tracer: &Path, out: &Path) -> Result<()> {
-    let ports: Vec<u16> = (0..5).map(|_| storm::free_port()).collect::<Result<_>>()?;
+    let ports: Vec<u16> = (0..7).map(|_| storm::free_port()).collect::<Result<_>>()?;
     let dir = std::env::temp_dir();
     let running = Running::start_with(
         Tool::TracerEvents,
@@ -36,10 +37,31 @@ pub fn run(tracer: &Path, out: &Path) -> Result<()> {
     for _ in 0..30 {
         let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, ports[4]));
     }
+    let peers = tracer.with_file_name("peers");
+    let url = format!("ws://127.0.0.1:{}/chat", ports[5]);
+    peer_exchanges(&peers, ports[5], "ws-server", &["ws-client", "--url", &url, "--protocol", "chat"], 20)?;
+    let addr = format!("127.0.0.1:{}", ports[6]);
+    let paths = ["h2-client", "--addr", &addr, "--paths", "/,/missing,/a,/b"];
+    peer_exchanges(&peers, ports[6], "h2-server", &paths, 20)?;
     thread::sleep(Duration::from_millis(200));
     running.stop_ref()?;
     println!("recorded {} bytes to {}", std::fs::metadata(out)?.len(), out.display());
     Ok(())
+}
+
+/// A `peers` server on `port`, and `times` runs of a `peers` client against it.
+fn peer_exchanges(peers: &Path, port: u16, server: &str, client: &[&str], times: usize) -> Result<()> {
+    let mut server = std::process::Command::new(peers)
+        .args([server, "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // It prints `ready <port>` once it listens.
+    let mut ready = [0u8; 6];
+    server.stdout.take().map(|mut o| o.read_exact(&mut ready)).transpose()?;
+    let result = (0..times).try_for_each(|_| crate::status(std::process::Command::new(peers).args(client)));
+    let _ = server.kill();
+    let _ = server.wait();
+    result
 }
 
 const REQUEST: &[u8] = b"GET /item HTTP/1.1\r\nHost: bench\r\n\r\n";
