@@ -98,6 +98,64 @@ fn start(port: u16, extra: &[&str]) -> Tracer {
 
 // ---------------------------------------------------------------- HTTP/1.x
 
+const BIG_BODY: usize = 32 << 20;
+
+/// A keep-alive server: a 32 MiB body, then a 404 on the same connection.
+fn serve_big_then_small(listener: std::net::TcpListener) {
+    use std::io::{BufRead, BufReader, Write};
+    let (s, _) = listener.accept().unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    for (head, body) in [
+        (
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BODY}\r\n\r\n"),
+            BIG_BODY,
+        ),
+        ("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(), 0),
+    ] {
+        // The request head ends with an empty line.
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        w.write_all(head.as_bytes()).unwrap();
+        w.write_all(&vec![b'x'; body]).unwrap();
+    }
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+}
+
+/// The kernel ships the response head, skips the 32 MiB body (userspace
+/// told it where the next response starts), and ships that next head.
+#[test]
+fn a_large_body_is_skipped_and_the_next_request_still_seen() {
+    let port = free_port();
+    let tracer = start(port, &[]);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let server = thread::spawn(move || serve_big_then_small(listener));
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let out = run_to_end(
+        Command::new("curl").args(["-s", "-o", "/dev/null", &url("/big"), &url("/after")]),
+        30,
+    );
+    assert_eq!(out, "");
+    server.join().unwrap();
+    let records = tracer.stop();
+    let (c, s) = pair(&records, port);
+    for r in [c, s] {
+        only(r, "http/1.1", &["http"]);
+        assert_http(
+            r,
+            &[
+                req("GET", "/big", "HTTP/1.1", Some(200), true),
+                req("GET", "/after", "HTTP/1.1", Some(404), true),
+            ],
+        );
+    }
+    let ring = summary(&records)["ring_bytes"].as_u64().unwrap();
+    assert!(ring < 256 << 10, "{ring} ring bytes for a {BIG_BODY}-byte body");
+    assert_eq!(summary(&records)["payload_gaps"], 0);
+}
+
 #[test]
 fn http10_request_without_keep_alive() {
     let port = free_port();
