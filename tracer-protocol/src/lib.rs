@@ -9,6 +9,7 @@
 //! make a parser panic, loop or grow without bound.
 pub mod http1;
 pub mod http2;
+pub mod marks;
 pub mod redact;
 pub mod replay;
 pub mod tls;

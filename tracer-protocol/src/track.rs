@@ -7,6 +7,7 @@ use super::{
     Feed, H2Mode, Side, Summary,
     http1::{Http1, Upgrade},
     http2::Http2,
+    marks::{MAX_MARKS, Mark, Seen},
     stream::Stream,
     tls::Tls,
     websocket::WebSocket,
@@ -44,6 +45,8 @@ pub struct Tracker {
     told: Option<Want>,
     /// Times bytes went missing under a parser (lost sync, or a head too big).
     pub gaps: u64,
+    /// Where each message started, for diagrams (kept only when asked).
+    marks: Option<Vec<Mark>>,
 }
 
 /// What the tracker wants the kernel to do for its flow.
@@ -69,7 +72,18 @@ impl Tracker {
             heads: [0; 2],
             told: None,
             gaps: 0,
+            marks: None,
         }
+    }
+
+    /// Keeps where each message started (for diagrams).
+    pub fn with_marks(mut self) -> Self {
+        self.marks = Some(Vec::new());
+        self
+    }
+
+    pub fn marks(&self) -> &[Mark] {
+        self.marks.as_deref().unwrap_or_default()
     }
 
     pub fn side_of(&self, endpoint_index: usize) -> Side {
@@ -126,7 +140,20 @@ impl Tracker {
                     None => return progressed,
                 }
             }
+            let before = self.marks.as_ref().map(|_| Seen::of(&self.parts()));
+            let seq = self.streams[side.index()]
+                .want_seq()
+                .unwrap_or(0)
+                .wrapping_sub(data.len() as u32);
             let feed = self.app_feed(side, ts_ns);
+            if let (Some(before), Some(marks)) = (before, &self.marks)
+                && marks.len() < MAX_MARKS
+            {
+                let now = Seen::of(&self.parts());
+                let mut marks = self.marks.take().unwrap_or_default();
+                before.marks(&now, side, seq, &mut marks);
+                self.marks = Some(marks);
+            }
             if !feed.progressed() {
                 if self.streams[side.index()].is_full() {
                     self.app_gap(side);
@@ -420,6 +447,30 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
                 mode: [want::NONE; 2],
                 _pad: [0; 2]
             })]
+        );
+    }
+
+    #[test]
+    fn marks_point_at_each_message_start() {
+        use crate::marks::What::*;
+        let mut t = Tracker::new(0, ISN.map(Some)).with_marks();
+        let mut seq = ISN.map(|i| i.wrapping_add(1));
+        // Two requests in one segment (pipelined), then both responses in one.
+        let (a, b) = (&KEEP_ALIVE[0].1, &KEEP_ALIVE[2].1);
+        t.on_payload(0, seq[0], &[*a, *b].concat(), 0);
+        let (ra, rb) = (&KEEP_ALIVE[1].1, &KEEP_ALIVE[3].1);
+        t.on_payload(1, seq[1], &[*ra, *rb].concat(), 0);
+        seq[0] += a.len() as u32;
+        seq[1] += ra.len() as u32;
+        let got: Vec<_> = t.marks().iter().map(|m| (m.side, m.seq, m.what)).collect();
+        assert_eq!(
+            got,
+            [
+                (Side::Client, ISN[0] + 1, Request(0)),
+                (Side::Client, seq[0], Request(1)),
+                (Side::Server, ISN[1] + 1, Response(0)),
+                (Side::Server, seq[1], Response(1)),
+            ]
         );
     }
 

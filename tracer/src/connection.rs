@@ -129,4 +129,6 @@ pub struct Connection {
 pub struct App {
     pub summary: crate::protocol::Summary,
     pub local: crate::protocol::Side,
+    /// Where each message started (for `--diagram`; empty otherwise).
+    pub marks: Vec<crate::protocol::marks::Mark>,
 }

@@ -244,9 +244,11 @@ impl Correlator {
             }
         }
         if let Some(bytes) = seg.payload.as_deref().filter(|_| self.limits.detect) {
-            let proto = log
-                .proto
-                .get_or_insert_with(|| Box::new(Tracker::new(log.opener.unwrap_or(seg.from), log.isn)));
+            let keep_marks = self.limits.keep_segments;
+            let proto = log.proto.get_or_insert_with(|| {
+                let t = Tracker::new(log.opener.unwrap_or(seg.from), log.isn);
+                Box::new(if keep_marks { t.with_marks() } else { t })
+            });
             let at = seg.seq.wrapping_add(seg.head_off);
             if let Some(c) = proto.on_payload(seg.from, at, bytes, seg.ts_ns) {
                 self.controls.push((seg.key, c));
@@ -354,6 +356,7 @@ impl Correlator {
             conn.app = Some(Box::new(App {
                 summary,
                 local: t.side_of(conn.local),
+                marks: t.marks().to_vec(),
             }));
         }
         if self.limits.keep_segments {

@@ -9,7 +9,11 @@ use crate::{
         json::{key, plain, string},
         micros, num,
     },
-    protocol::{FrameCounts, H2Summary, HttpRequest, HttpSummary, Side, TlsSummary, WsSummary, redact},
+    protocol::{
+        FrameCounts, H2Summary, HttpRequest, HttpSummary, Side, TlsSummary, WsSummary,
+        marks::{Mark, What},
+        redact,
+    },
 };
 
 /// `,"http":{..}` and the other protocol objects this connection proved.
@@ -263,4 +267,43 @@ fn tls_text(t: &TlsSummary) -> String {
         let _ = write!(s, " selected={sel}");
     }
     s
+}
+
+/// The message a mark points at, as one short line: `GET /x HTTP/1.1`,
+/// `HTTP/1.1 404`, `ws ping`, `HEADERS #3 GET /`, `ClientHello sni=a`.
+pub fn mark(out: &mut String, app: &App, m: &Mark, redact: bool) {
+    let s = &app.summary;
+    let http = |i: usize| s.http.as_ref().and_then(|h| h.requests.get(i));
+    let h2 = |i: usize| s.http2.as_ref().and_then(|h| h.requests.get(i));
+    let version = |r: &HttpRequest| if r.version == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
+    let line = match m.what {
+        What::Request(i) => http(i).map(|r| format!("{} {} {}", r.method, redact::path(&r.path, redact), version(r))),
+        What::Response(i) => http(i).map(|r| format!("{} {}", version(r), r.status.unwrap_or_default())),
+        What::Frame(name) => Some(format!("ws {name}")),
+        What::H2Request(i) => h2(i).map(|r| {
+            let path = r.path.as_deref().map(|p| redact::path(p, redact));
+            format!(
+                "HEADERS #{} {} {}",
+                r.stream,
+                r.method.as_deref().unwrap_or("?"),
+                path.as_deref().unwrap_or("?")
+            )
+        }),
+        What::H2Response(i) => h2(i).map(|r| format!("HEADERS #{} :status {}", r.stream, r.status.unwrap_or_default())),
+        What::ClientHello => s.tls.as_ref().map(|t| {
+            let mut l = "ClientHello".to_owned();
+            if let Some(sni) = &t.sni {
+                let _ = write!(l, " sni={sni}");
+            }
+            if !t.alpn.is_empty() {
+                let _ = write!(l, " alpn={}", t.alpn.join(","));
+            }
+            l
+        }),
+        What::ServerHello => s
+            .tls
+            .as_ref()
+            .map(|t| format!("ServerHello TLS {}", t.version.unwrap_or("?"))),
+    };
+    printable(out, line.as_deref().unwrap_or("?"));
 }

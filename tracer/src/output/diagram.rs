@@ -27,6 +27,7 @@ pub fn draw(c: &Connection, redact: bool, out: &mut String) {
             state_row(s.at_ns, s.state.name(), out);
         }
         arrow_row(c, seg, at, out);
+        message_rows(c, seg, redact, out);
     }
     for s in states {
         state_row(s.at_ns, s.state.name(), out);
@@ -110,6 +111,31 @@ fn arrow_row(c: &Connection, seg: &Segment, at_ns: u64, out: &mut String) {
         let _ = write!(out, "<- {label} {}--", "-".repeat(fill));
     }
     out.push_str("|\n");
+}
+
+/// Under a segment's arrow, the messages that start in it, on its sender's side.
+fn message_rows(c: &Connection, seg: &Segment, redact: bool, out: &mut String) {
+    let Some(app) = &c.app else { return };
+    let side = if seg.from == c.local {
+        app.local
+    } else {
+        app.local.other()
+    };
+    for mark in &app.marks {
+        if mark.side != side || mark.seq.wrapping_sub(seg.seq) >= seg.len {
+            continue;
+        }
+        let mut label = String::new();
+        super::app::mark(&mut label, app, mark, redact);
+        let label: String = label.chars().take(SPAN - 4).collect();
+        let _ = write!(out, "{:>tw$}  {:<sw$} |", "", "", tw = TIME_WIDTH, sw = STATE_WIDTH);
+        if seg.from == c.local {
+            let _ = write!(out, "   {label:<w$}", w = SPAN - 3);
+        } else {
+            let _ = write!(out, "{label:>w$}   ", w = SPAN - 3);
+        }
+        out.push_str("|\n");
+    }
 }
 
 /// `SYN,ACK seq=0 ack=1 len=0`: seq relative to the sender's ISN, ack to the receiver's.

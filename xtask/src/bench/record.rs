@@ -39,7 +39,13 @@ pub fn run(tracer: &Path, out: &Path) -> Result<()> {
     }
     let peers = tracer.with_file_name("peers");
     let url = format!("ws://127.0.0.1:{}/chat", ports[5]);
-    peer_exchanges(&peers, ports[5], "ws-server", &["ws-client", "--url", &url, "--protocol", "chat"], 20)?;
+    peer_exchanges(
+        &peers,
+        ports[5],
+        "ws-server",
+        &["ws-client", "--url", &url, "--protocol", "chat"],
+        20,
+    )?;
     let addr = format!("127.0.0.1:{}", ports[6]);
     let paths = ["h2-client", "--addr", &addr, "--paths", "/,/missing,/a,/b"];
     peer_exchanges(&peers, ports[6], "h2-server", &paths, 20)?;
