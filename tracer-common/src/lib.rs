@@ -240,7 +240,9 @@ pub struct SegmentEvent {
     pub hook: u8,
     /// The sender: endpoint index in `key`.
     pub from: u8,
-    pub _pad: [u8; 1],
+    /// 1 when a socket of this flow had closed: the segment is not in the
+    /// counters its close event carried.
+    pub late: u8,
     /// Payload bytes that follow (PAYLOAD events only).
     pub captured: u16,
     /// Where in the payload the captured bytes start (PAYLOAD events only):

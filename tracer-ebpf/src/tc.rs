@@ -324,17 +324,18 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     if filtered && marks & flow_mark::TRACED == 0 && marks & flow_mark::IGNORED != 0 {
         return;
     }
+    // Not in the counters a close already summed: userspace adds it.
+    let late = marks & flow_mark::CLOSED != 0;
     if seg.payload_len > 0
         && maps::capture_bytes() > 0
         && let Some(off) = payload_wanted(seg, key, from, stats)
     {
-        ship_payload(ctx, hook, seg, key, from, off);
+        ship_payload(ctx, hook, seg, key, from, off, late);
         return;
     }
     let dialog = seg.flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0;
-    let late = marks & flow_mark::CLOSED != 0;
     if dialog || late || maps::filters() & filter::ALL_SEGMENTS != 0 {
-        ship_segment(ctx, hook, seg, key, from);
+        ship_segment(ctx, hook, seg, key, from, late);
     }
 }
 
@@ -368,7 +369,15 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
 }
 
 #[inline(always)]
-fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, k: u32) -> SegmentEvent {
+fn segment_event(
+    ctx: &TcContext,
+    hook: u8,
+    seg: &Segment,
+    key: &FlowKey,
+    from: usize,
+    k: u32,
+    late: bool,
+) -> SegmentEvent {
     SegmentEvent {
         header: EventHeader {
             kind: k,
@@ -385,7 +394,7 @@ fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: 
         flags: seg.flags,
         hook,
         from: from as u8,
-        _pad: [0],
+        late: late as u8,
         captured: 0,
         head_off: 0,
         _pad2: 0,
@@ -393,12 +402,12 @@ fn segment_event(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: 
 }
 
 #[inline(always)]
-fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize) {
+fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, late: bool) {
     let Some(mut entry) = maps::EVENTS.reserve::<SegmentEvent>(0) else {
         maps::count_drop();
         return;
     };
-    entry.write(segment_event(ctx, hook, seg, key, from, kind::SEGMENT));
+    entry.write(segment_event(ctx, hook, seg, key, from, kind::SEGMENT, late));
     entry.submit(maps::submit_flags());
 }
 
@@ -408,7 +417,7 @@ fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
 static PAYLOAD_SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, off: u32) {
+fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, off: u32, late: bool) {
     let Some(p) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -435,7 +444,7 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
             captured = want;
         }
     }
-    let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD);
+    let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD, late);
     head.captured = captured as u16;
     head.head_off = off;
     // SAFETY: as above; the length is bounded by the scratch event's size.

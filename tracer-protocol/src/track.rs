@@ -184,6 +184,11 @@ impl Tracker {
 
     fn app_gap(&mut self, side: Side) {
         self.gaps += 1;
+        if !self.proven() {
+            // Nothing can be proven from the middle of a stream.
+            self.app = App::Unknown;
+            return;
+        }
         match &mut self.app {
             App::Http1(p) => p.gap(side),
             App::WebSocket(_, p) => p.gap(side),
@@ -192,6 +197,16 @@ impl Tracker {
             // The first bytes were lost: nothing can be proven from the middle.
             App::Detecting => self.app = App::Unknown,
             App::Unknown => {}
+        }
+    }
+
+    fn proven(&self) -> bool {
+        match &self.app {
+            App::Http1(p) => p.proven(),
+            App::WebSocket(..) => true,
+            App::Http2(_, p) => p.proven(),
+            App::Tls(p) => p.proven(),
+            App::Detecting | App::Unknown => false,
         }
     }
 
@@ -325,10 +340,31 @@ fn detect(side: Side, data: &[u8], from_start: bool) -> Option<App> {
     if data[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then(|| App::Http2(None, Http2::new(H2Mode::PriorKnowledge, from_start)));
     }
-    if data[0].is_ascii_uppercase() {
-        return Some(App::Http1(Http1::new()));
+    match method_then_space(data) {
+        Some(true) => Some(App::Http1(Http1::new())),
+        Some(false) => Some(App::Unknown),
+        None => None,
     }
-    Some(App::Unknown)
+}
+
+/// The longest method token we take for HTTP (`PROPPATCH`, `MKCALENDAR`,
+/// `UPDATEREDIRECTREF` and friends fit).
+const MAX_METHOD: usize = 20;
+
+/// Whether `data` starts like an HTTP request line, an uppercase token and a
+/// space; None while too few bytes have come to tell.
+fn method_then_space(data: &[u8]) -> Option<bool> {
+    let token = data
+        .iter()
+        .take(MAX_METHOD + 1)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    match data.get(token) {
+        Some(b' ') => Some(token > 0),
+        Some(_) => Some(false),
+        None if token <= MAX_METHOD => None,
+        None => Some(false),
+    }
 }
 
 #[cfg(test)]
@@ -471,6 +507,29 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
                 (Side::Server, ISN[1] + 1, Response(0)),
                 (Side::Server, seq[1], Response(1)),
             ]
+        );
+    }
+
+    #[test]
+    fn only_a_method_and_a_space_look_like_http() {
+        assert_eq!(method_then_space(b"GET / HTTP/1.1"), Some(true));
+        assert_eq!(method_then_space(b"MKCALENDAR /x"), Some(true));
+        assert_eq!(method_then_space(b"GE"), None);
+        assert_eq!(method_then_space(b"ZZZZZZZZZZZZZZZZZZZZZZZZZZ"), Some(false));
+        assert_eq!(method_then_space(b"Get / HTTP/1.1"), Some(false));
+        assert_eq!(method_then_space(b" / HTTP/1.1"), Some(false));
+    }
+
+    #[test]
+    fn uppercase_bulk_is_not_http() {
+        let bulk = vec![b'Z'; 1 << 20];
+        let (t, controls) = play(&[(0, &bulk)], 65536);
+        assert_eq!(t.summary().protocol, "unknown");
+        assert!(
+            controls
+                .iter()
+                .all(|c| matches!(c, Control::Set(w) if w.mode == [want::NONE; 2])),
+            "{controls:?}"
         );
     }
 

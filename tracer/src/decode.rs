@@ -84,6 +84,7 @@ fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
         len: raw.len,
         payload,
         head_off: raw.head_off,
+        late: raw.late != 0,
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Segment {
     /// `head_off` bytes into the payload.
     pub payload: Option<Box<[u8]>>,
     pub head_off: u32,
+    /// Shipped after a socket of its flow closed: counted by userspace.
+    pub late: bool,
 }
 
 impl Segment {

@@ -257,6 +257,11 @@ impl Correlator {
         // FINs and RSTs decide the close and its late counts: they get room
         // beyond the cap, itself bounded.
         let dialog = seg.has(tcp_flag::FIN | tcp_flag::RST);
+        // Without a diagram, only what the record needs is kept: payload
+        // heads live on in the tracker, and must not crowd out late segments.
+        if !(self.limits.keep_segments || dialog || seg.late) {
+            return;
+        }
         let cap = self.limits.segments_per_flow + if dialog { DIALOG_ROOM } else { 0 };
         if log.segments.len() < cap {
             // The payload lives on in the protocol tracker only.

@@ -245,6 +245,7 @@ pub(crate) mod tests {
             len,
             payload: None,
             head_off: 0,
+            late: false,
         };
         let (syn, ack, psh, fin) = (tcp_flag::SYN, tcp_flag::ACK, tcp_flag::PSH, tcp_flag::FIN);
         let segments = vec![
