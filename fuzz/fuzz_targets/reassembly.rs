@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let from = usize::from(control & 1);
         let stray = i32::from(control >> 1) - 64;
         let seq = next[from].wrapping_add_signed(stray);
-        let _ = tracker.on_payload(from, seq, &rest[..n], 0);
+        let _ = tracker.on_payload(from, seq, &rest[..n], n as u32, 0);
         next[from] = seq.wrapping_add(n as u32);
         input = &rest[n..];
     }

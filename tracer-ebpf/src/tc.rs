@@ -3,7 +3,7 @@
 //! it matters on its own. It never changes or drops traffic: every path
 //! returns TC_ACT_UNSPEC (TCX_NEXT), "carry on as if we were not here".
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_RB_FORCE_WAKEUP, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::PerCpuArray,
@@ -309,11 +309,20 @@ fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_com
         if !opening || !flow::is_new_connection(key, from, seg.flags, seg.seq) {
             return Some(s);
         }
+        forget_wants(key);
         return flow::reset(key);
     } else if !opening {
         return None;
     }
+    forget_wants(key);
     flow::open(key)
+}
+
+/// A new connection on a 4-tuple starts with the default payload budget,
+/// whatever userspace asked of the last one (it deletes that entry later).
+#[inline(always)]
+fn forget_wants(key: &FlowKey) {
+    let _ = maps::WANTS.remove(key);
 }
 
 #[inline(always)]
@@ -328,9 +337,9 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     let late = marks & flow_mark::CLOSED != 0;
     if seg.payload_len > 0
         && maps::capture_bytes() > 0
-        && let Some(off) = payload_wanted(seg, key, from, stats)
+        && let Some(head) = payload_wanted(seg, key, from, stats)
     {
-        ship_payload(ctx, hook, seg, key, from, off, late);
+        ship_payload(ctx, hook, seg, key, from, head, late);
         return;
     }
     let dialog = seg.flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0;
@@ -339,9 +348,16 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     }
 }
 
-/// Where in this segment's payload the bytes userspace wants start, if any.
+/// A payload head to ship: where it starts in the segment's payload, and
+/// whether to wake userspace for it.
+struct Head {
+    off: u32,
+    wake: bool,
+}
+
+/// The head of this segment's payload that userspace wants, if any.
 #[inline(always)]
-fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) -> Option<u32> {
+fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) -> Option<Head> {
     let d = from & 1;
     // SAFETY: a map value, read-only here.
     let wanted = unsafe { maps::WANTS.get(key) }.map(|w| (w.mode[d], w.from_seq[d]));
@@ -353,7 +369,10 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
                 return None;
             }
             let off = first.wrapping_sub(seg.seq) as i32;
-            Some(if off > 0 { off as u32 } else { 0 })
+            Some(Head {
+                off: if off > 0 { off as u32 } else { 0 },
+                wake: false,
+            })
         }
         Some((want::NONE, _)) => None,
         _ => {
@@ -363,7 +382,12 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
                 return None;
             }
             *shipped += 1;
-            Some(0)
+            // Half the budget gone and userspace still silent: a long
+            // exchange, whose later heads need its word before the rest is spent.
+            Some(Head {
+                off: 0,
+                wake: *shipped == DEFAULT_HEADS / 2,
+            })
         }
     }
 }
@@ -417,7 +441,8 @@ fn ship_segment(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
 static PAYLOAD_SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, off: u32, late: bool) {
+fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, head: Head, late: bool) {
+    let (off, wake) = (head.off, head.wake);
     let Some(p) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -453,7 +478,12 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
         let len = size_of::<SegmentEvent>() + (captured & (MAX_CAPTURE * 2 - 1));
         core::slice::from_raw_parts(p.cast::<u8>(), core::cmp::min(len, size_of::<PayloadEvent>()))
     };
-    if maps::EVENTS.output::<[u8]>(bytes, maps::submit_flags()).is_err() {
+    let flags = if wake {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        maps::submit_flags()
+    };
+    if maps::EVENTS.output::<[u8]>(bytes, flags).is_err() {
         maps::count_drop();
     }
 }

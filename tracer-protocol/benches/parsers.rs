@@ -151,7 +151,7 @@ fn track(chunks: &Chunks) -> Tracker {
     let mut seq = ISN.map(|isn| isn.wrapping_add(1));
     for (ts, (side, data)) in chunks.iter().enumerate() {
         let from = side.index();
-        black_box(tracker.on_payload(from, seq[from], data, ts as u64));
+        black_box(tracker.on_payload(from, seq[from], data, data.len() as u32, ts as u64));
         seq[from] = seq[from].wrapping_add(data.len() as u32);
     }
     tracker

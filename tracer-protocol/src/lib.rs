@@ -55,7 +55,9 @@ impl Feed {
 
 /// At most this many bytes wait for a parser in one direction: a message
 /// head larger than this is not parsed (the parser is told it lost sync).
-pub const MAX_PENDING: usize = 64 * 1024;
+/// Servers refuse larger heads anyway (8 KiB is common), and it bounds what
+/// a slow client can make the tracer hold per connection.
+pub const MAX_PENDING: usize = 16 * 1024;
 
 /// At most this many requests are kept per connection; more are counted.
 pub const MAX_REQUESTS: usize = 1024;

@@ -13,8 +13,10 @@ pub struct Stream {
     /// Stream offset of `buf[0]`; beyond the buffer's end while skipping.
     pos: u64,
     buf: BytesMut,
-    /// Stream offset just past the last byte received.
+    /// Stream offset just past the last segment seen.
     received: u64,
+    /// Bytes of the last segment that were not captured (its head was cut).
+    hole: Option<(u64, u64)>,
 }
 
 impl Stream {
@@ -41,33 +43,60 @@ impl Stream {
         &self.buf
     }
 
-    /// The 64-bit stream offset of `seq`, taken as the one nearest to what
-    /// is wanted next: sequence numbers wrap every 4 GiB.
+    /// The 64-bit stream offset of `seq`, taken as the one nearest to where
+    /// the stream is: sequence numbers wrap every 4 GiB. While a parser skips
+    /// far ahead (a body of gigabytes), what arrives is near what was received.
     fn offset(&mut self, seq: u32) -> u64 {
         let base = *self.base.get_or_insert(seq);
-        let want = self.want();
-        let delta = seq.wrapping_sub(base).wrapping_sub(want as u32) as i32;
-        want.saturating_add_signed(i64::from(delta))
+        let near = if self.want() > self.received.saturating_add(1 << 30) {
+            self.received
+        } else {
+            self.want()
+        };
+        let delta = seq.wrapping_sub(base).wrapping_sub(near as u32) as i32;
+        near.saturating_add_signed(i64::from(delta))
     }
 
-    /// Adds `data`, captured at sequence number `seq`. True when bytes before
-    /// it were lost: what was pending is dropped and the stream resumes here.
-    pub fn push(&mut self, seq: u32, data: &[u8]) -> bool {
+    /// Adds `data`, captured at sequence number `seq` from a segment that
+    /// carries `len` bytes from there on. True when bytes before it were
+    /// lost: what was pending is dropped and the stream resumes here.
+    pub fn push(&mut self, seq: u32, data: &[u8], len: u32) -> bool {
         let at = self.offset(seq);
         let want = self.want();
         let end = at.saturating_add(data.len() as u64);
-        self.received = self.received.max(end);
-        if end <= want {
+        let seg_end = at.saturating_add(u64::from(len).max(data.len() as u64));
+        self.received = self.received.max(seg_end);
+        if seg_end <= want {
             return false;
         }
+        self.hole = (seg_end > end && end >= want).then_some((end, seg_end));
         if at > want {
             self.buf.clear();
             self.pos = at;
             self.append(data);
             return true;
         }
-        self.append(&data[(want - at) as usize..]);
+        if end > want {
+            self.append(&data[(want - at) as usize..]);
+        }
         false
+    }
+
+    /// Whether the parser, having taken what it could, now needs bytes the
+    /// last head did not capture: then the stream resumes after them.
+    pub fn hole_hit(&mut self) -> bool {
+        let Some((start, end)) = self.hole else {
+            return false;
+        };
+        let want = self.want();
+        if want >= end || want < start {
+            self.hole = None;
+            return false;
+        }
+        self.buf.clear();
+        self.pos = end;
+        self.hole = None;
+        true
     }
 
     fn append(&mut self, data: &[u8]) {
@@ -99,6 +128,15 @@ impl Stream {
         self.want() > self.received.saturating_add(n)
     }
 
+    /// The sequence number to ask the kernel for: the next byte wanted, but
+    /// never more than 1 GiB past what was seen, so that the kernel's signed
+    /// 32-bit comparison holds across a body of any size (the request steps
+    /// forward as heads cross it).
+    pub fn ask_seq(&self) -> Option<u32> {
+        let ask = self.want().min(self.received.saturating_add(1 << 30));
+        self.base.map(|b| b.wrapping_add(ask as u32))
+    }
+
     pub fn is_full(&self) -> bool {
         self.buf.len() >= MAX_PENDING
     }
@@ -111,9 +149,9 @@ mod tests {
     #[test]
     fn bytes_come_in_order_once() {
         let mut s = Stream::from_isn(Some(999));
-        assert!(!s.push(1000, b"GET / HT"));
-        assert!(!s.push(1000, b"GET / HT"), "a retransmit adds nothing");
-        assert!(!s.push(1004, b"/ HTTP/1.1"), "an overlap adds its new part");
+        assert!(!s.push(1000, b"GET / HT", 8));
+        assert!(!s.push(1000, b"GET / HT", 8), "a retransmit adds nothing");
+        assert!(!s.push(1004, b"/ HTTP/1.1", 10), "an overlap adds its new part");
         assert_eq!(s.pending(), b"GET / HTTP/1.1");
         assert_eq!(s.want_seq(), Some(1014));
     }
@@ -121,23 +159,23 @@ mod tests {
     #[test]
     fn skipped_bytes_are_never_kept() {
         let mut s = Stream::from_isn(Some(0));
-        s.push(1, b"head+body");
+        s.push(1, b"head+body", 9);
         s.consume(Feed { used: 5, skip: 10 });
         assert_eq!(s.want(), 15);
         assert!(
-            !s.push(10, b"skippedbody"[1..].as_ref()),
+            !s.push(10, b"skippedbody"[1..].as_ref(), 10),
             "the skipped part is not a gap"
         );
         assert_eq!(s.pending(), b"body");
-        assert!(s.push(40, b"later"), "bytes 20..39 never came");
+        assert!(s.push(40, b"later", 5), "bytes 20..39 never came");
         assert_eq!((s.pending(), s.want()), (&b"later"[..], 44));
     }
 
     #[test]
     fn offsets_survive_sequence_wrap() {
         let mut s = Stream::from_isn(Some(u32::MAX - 2));
-        s.push(u32::MAX - 1, b"ab");
-        s.push(0, b"cd");
+        s.push(u32::MAX - 1, b"ab", 2);
+        s.push(0, b"cd", 2);
         assert_eq!(s.pending(), b"abcd");
         assert_eq!(s.want(), 4);
     }
@@ -145,15 +183,40 @@ mod tests {
     #[test]
     fn without_a_syn_the_first_byte_seen_is_offset_zero() {
         let mut s = Stream::from_isn(None);
-        assert!(!s.push(5000, b"x"));
+        assert!(!s.push(5000, b"x", 1));
         assert_eq!(s.want_seq(), Some(5001));
+    }
+
+    #[test]
+    fn a_cut_head_is_a_gap_only_when_its_missing_bytes_are_needed() {
+        let mut s = Stream::from_isn(Some(0));
+        s.push(1, b"HEAD", 10);
+        s.consume(Feed { used: 4, skip: 0 });
+        assert!(s.hole_hit(), "the next message starts where nothing was captured");
+        assert_eq!(s.want(), 10);
+        s.push(11, b"BODY", 100);
+        s.consume(Feed { used: 2, skip: 200 });
+        assert!(!s.hole_hit(), "the parser skips past the missing bytes");
+    }
+
+    #[test]
+    fn a_skip_of_gigabytes_is_asked_for_in_steps() {
+        let mut s = Stream::from_isn(Some(0));
+        s.push(1, b"head", 4);
+        s.consume(Feed { used: 4, skip: 5 << 30 });
+        assert_eq!(s.ask_seq(), Some(1 + 4 + (1 << 30)));
+        // The head the kernel ships at that point lands inside the body, not as a gap.
+        let at = 1 + 4 + (1u64 << 30);
+        assert!(!s.push(at as u32, b"xx", 65536));
+        assert_eq!(s.ask_seq(), Some((at + 65536 + (1 << 30)) as u32));
+        assert_eq!(s.want(), 4 + (5 << 30));
     }
 
     #[test]
     fn pending_bytes_are_bounded() {
         let mut s = Stream::from_isn(Some(0));
         let big = vec![b'a'; MAX_PENDING + 10];
-        s.push(1, &big);
+        s.push(1, &big, big.len() as u32);
         assert!(s.is_full());
         assert_eq!(s.pending().len(), MAX_PENDING);
     }

@@ -96,13 +96,21 @@ impl Tracker {
 
     /// Takes payload bytes sent by endpoint `from`, captured at `seq`. Returns
     /// a new instruction for the kernel when one is worth a map update.
-    pub fn on_payload(&mut self, from: usize, seq: u32, data: &[u8], ts_ns: u64) -> Option<Control> {
+    /// `len`: the segment's payload bytes from `seq` on, of which `data`
+    /// were captured.
+    pub fn on_payload(&mut self, from: usize, seq: u32, data: &[u8], len: u32, ts_ns: u64) -> Option<Control> {
         let side = self.side_of(from);
-        self.heads[side.index()] += 1;
-        if self.streams[side.index()].push(seq, data) {
+        self.heads[side.index()] = self.heads[side.index()].saturating_add(1);
+        if self.streams[side.index()].push(seq, data, len) {
             self.app_gap(side);
         }
         self.pump(ts_ns);
+        // A head cut short is a gap as soon as the parser needs what was cut,
+        // before the other side's bytes are matched against the wrong message.
+        while self.streams[side.index()].hole_hit() {
+            self.app_gap(side);
+            self.pump(ts_ns);
+        }
         self.control()
     }
 
@@ -259,7 +267,7 @@ impl Tracker {
                 next.mode[d] = want::NONE;
                 continue;
             }
-            let Some(seq) = stream.want_seq() else { continue };
+            let Some(seq) = stream.ask_seq() else { continue };
             let was_told = next.mode[d] == want::FROM;
             // Skipping far ahead, or running out of default heads.
             let far = was_told && seq.wrapping_sub(next.from_seq[d]) as i32 as i64 > SKIP_WORTH_TELLING as i64;
@@ -270,7 +278,7 @@ impl Tracker {
         }
         // Done with the flow: worth telling once heads keep coming, else the
         // default budget ends them soon enough.
-        let busy = self.told.is_some() || self.heads.iter().sum::<u32>() > 4;
+        let busy = self.told.is_some() || self.heads[0].saturating_add(self.heads[1]) > 4;
         let stop = busy && next.mode.iter().all(|&m| m == want::NONE);
         if !(urgent || stop) || self.told == Some(next) {
             return None;
@@ -381,7 +389,7 @@ mod tests {
         let mut controls = Vec::new();
         for (from, bytes) in messages {
             for piece in bytes.chunks(mss) {
-                controls.extend(t.on_payload(*from, seq[*from], piece, 0));
+                controls.extend(t.on_payload(*from, seq[*from], piece, piece.len() as u32, 0));
                 seq[*from] = seq[*from].wrapping_add(piece.len() as u32);
             }
         }
@@ -493,9 +501,11 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
         let mut seq = ISN.map(|i| i.wrapping_add(1));
         // Two requests in one segment (pipelined), then both responses in one.
         let (a, b) = (&KEEP_ALIVE[0].1, &KEEP_ALIVE[2].1);
-        t.on_payload(0, seq[0], &[*a, *b].concat(), 0);
+        let ab = [*a, *b].concat();
+        t.on_payload(0, seq[0], &ab, ab.len() as u32, 0);
         let (ra, rb) = (&KEEP_ALIVE[1].1, &KEEP_ALIVE[3].1);
-        t.on_payload(1, seq[1], &[*ra, *rb].concat(), 0);
+        let rab = [*ra, *rb].concat();
+        t.on_payload(1, seq[1], &rab, rab.len() as u32, 0);
         seq[0] += a.len() as u32;
         seq[1] += ra.len() as u32;
         let got: Vec<_> = t.marks().iter().map(|m| (m.side, m.seq, m.what)).collect();
@@ -534,9 +544,44 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
     }
 
     #[test]
+    fn a_head_cut_short_loses_its_message_not_the_next_ones() {
+        let mut t = Tracker::new(0, ISN.map(Some));
+        let (mut c, mut s) = (ISN[0] + 1, ISN[1] + 1);
+        for (from, m) in [
+            (0, &b"GET /zero HTTP/1.1\r\n\r\n"[..]),
+            (1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ] {
+            let at = if from == 0 { &mut c } else { &mut s };
+            t.on_payload(from, *at, m, m.len() as u32, 0);
+            *at += m.len() as u32;
+        }
+        let big = format!("GET /one HTTP/1.1\r\nCookie: {}\r\n\r\n", "x".repeat(3000));
+        // Only the first 2048 bytes of the request were captured.
+        t.on_payload(0, c, &big.as_bytes()[..2048], big.len() as u32, 0);
+        c += big.len() as u32;
+        let one = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        t.on_payload(1, s, one, one.len() as u32, 0);
+        s += one.len() as u32;
+        let two = b"GET /two HTTP/1.1\r\n\r\n";
+        t.on_payload(0, c, two, two.len() as u32, 0);
+        let missing = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        t.on_payload(1, s, missing, missing.len() as u32, 0);
+        let sum = t.summary();
+        let got: Vec<_> = sum
+            .http
+            .unwrap()
+            .requests
+            .iter()
+            .map(|r| (r.path.clone(), r.status))
+            .collect();
+        assert_eq!(got.last(), Some(&("/two".to_owned(), Some(404))), "{got:?}");
+        assert_eq!(t.gaps, 1);
+    }
+
+    #[test]
     fn lost_first_bytes_prove_nothing() {
         let mut t = Tracker::new(0, ISN.map(Some));
-        t.on_payload(0, ISN[0] + 100, b"GET / HTTP/1.1\r\n\r\n", 0);
+        t.on_payload(0, ISN[0] + 100, b"GET / HTTP/1.1\r\n\r\n", 18, 0);
         assert_eq!(t.summary().protocol, "unknown");
         assert_eq!(t.gaps, 1);
     }

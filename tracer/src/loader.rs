@@ -149,6 +149,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         .override_global("NR_CPUS", &nr_cpus()?, true)
         .map_max_entries("EVENTS", settings.ring_bytes)
         .map_max_entries("FLOWS", settings.max_flows.max(1))
+        .map_max_entries("WANTS", settings.max_flows.max(1))
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     let logger = match EbpfLogger::init(&mut ebpf) {

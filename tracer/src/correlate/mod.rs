@@ -231,6 +231,13 @@ impl Correlator {
             // A new connection on a 4-tuple whose last one is gone.
             let old = std::mem::take(log);
             self.controls.extend(retire(seg.key, &old, &mut self.payload_gaps));
+        } else if opening && log.isn[seg.from].is_some_and(|isn| isn != seg.seq) {
+            // Reused while the last one's sockets are still held: its bytes
+            // are another conversation.
+            let old = log.proto.take();
+            self.controls
+                .extend(retire_tracker(seg.key, old.as_deref(), &mut self.payload_gaps));
+            (log.isn, log.syn_ts, log.opener) = Default::default();
         }
         log.last_seen_ns = now_ns;
         if seg.has(tcp_flag::SYN) {
@@ -239,9 +246,6 @@ impl Correlator {
             if opening {
                 log.opener.get_or_insert(seg.from);
             }
-            if !self.limits.keep_segments {
-                return;
-            }
         }
         if let Some(bytes) = seg.payload.as_deref().filter(|_| self.limits.detect) {
             let keep_marks = self.limits.keep_segments;
@@ -249,10 +253,16 @@ impl Correlator {
                 let t = Tracker::new(log.opener.unwrap_or(seg.from), log.isn);
                 Box::new(if keep_marks { t.with_marks() } else { t })
             });
-            let at = seg.seq.wrapping_add(seg.head_off);
-            if let Some(c) = proto.on_payload(seg.from, at, bytes, seg.ts_ns) {
+            // Data on a SYN (TCP Fast Open) starts after the SYN's own sequence number.
+            let syn = u32::from(seg.has(tcp_flag::SYN));
+            let at = seg.seq.wrapping_add(syn).wrapping_add(seg.head_off);
+            let len = seg.len.saturating_sub(seg.head_off);
+            if let Some(c) = proto.on_payload(seg.from, at, bytes, len, seg.ts_ns) {
                 self.controls.push((seg.key, c));
             }
+        }
+        if seg.has(tcp_flag::SYN) && !self.limits.keep_segments {
+            return;
         }
         // FINs and RSTs decide the close and its late counts: they get room
         // beyond the cap, itself bounded.
@@ -387,7 +397,11 @@ impl Correlator {
 /// The kernel instruction that forgets a flow's payload requests, if it had
 /// any; the flow's lost payload is added to `gaps`.
 fn retire(key: FlowKey, log: &FlowLog, gaps: &mut u64) -> Option<(FlowKey, Control)> {
-    let t = log.proto.as_ref()?;
+    retire_tracker(key, log.proto.as_deref(), gaps)
+}
+
+fn retire_tracker(key: FlowKey, t: Option<&Tracker>, gaps: &mut u64) -> Option<(FlowKey, Control)> {
+    let t = t?;
     *gaps += t.gaps;
     t.retire().map(|c| (key, c))
 }
