@@ -82,7 +82,33 @@ fn http2_of(r: &Value) -> Value {
     if let Some(reqs) = h2["requests"].as_array_mut() {
         reqs.sort_by_key(|q| q["stream"].as_u64());
     }
+    let frames = h2.as_object_mut().and_then(|o| o.remove("frames"));
+    assert_h2_frames(r, &h2, frames.as_ref().unwrap_or_else(|| panic!("no frames in {r}")));
     h2
+}
+
+/// Frame counts by type, from this socket's side: every request answered by
+/// one HEADERS frame, every request but an h2c upgrade's sent as one, and
+/// SETTINGS both ways. Encrypted (`alpn`) frames are not counted.
+fn assert_h2_frames(r: &Value, h2: &Value, frames: &Value) {
+    if h2["mode"] == "alpn" {
+        assert_eq!(frames, &Value::Null, "{r}");
+        return;
+    }
+    let (client, server) = if r["role"] == "client" {
+        ("tx", "rx")
+    } else {
+        ("rx", "tx")
+    };
+    for dir in ["tx", "rx"] {
+        let names: Vec<&str> = frames[dir].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 11, "{r}");
+        assert!(frames[dir]["SETTINGS"].as_u64().unwrap() >= 1, "{r}");
+    }
+    let requests = h2["requests"].as_array().unwrap().len() as u64;
+    let upgraded = u64::from(h2["mode"] == "h2c-upgrade");
+    assert_eq!(frames[client]["HEADERS"], requests - upgraded, "{r}");
+    assert_eq!(frames[server]["HEADERS"], requests, "{r}");
 }
 
 fn curl(args: &[&str]) -> String {
@@ -424,6 +450,7 @@ fn websocket(host: &str, netns: Option<&NetNs>, server_closes: bool, subprotocol
                 "close_code": 1000,
                 "close_reason": reason,
                 "close_initiator": initiator,
+                "tcp_closed_after": true,
             }),
             "{r}"
         );
@@ -613,7 +640,7 @@ fn tls12_with_alpn_h2_is_http2() {
         );
         assert_eq!(
             r["http2"],
-            json!({"mode": "alpn", "streams": null, "requests": [], "omitted": 0, "headers_readable": false}),
+            json!({"mode": "alpn", "frames": null, "streams": null, "requests": [], "omitted": 0, "headers_readable": false}),
             "{r}"
         );
     }

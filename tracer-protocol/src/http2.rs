@@ -61,7 +61,25 @@ pub struct Http2 {
     streams: u64,
     omitted: u64,
     proven: bool,
+    /// Frames each side sent, by type (`FRAME_TYPES` order; the last slot
+    /// counts types RFC 9113 does not define).
+    frames: [[u64; FRAME_TYPES.len()]; 2],
 }
+
+/// Frame type names, by type number (RFC 9113 §6), then the unknown ones.
+pub const FRAME_TYPES: [&str; 11] = [
+    "DATA",
+    "HEADERS",
+    "PRIORITY",
+    "RST_STREAM",
+    "SETTINGS",
+    "PUSH_PROMISE",
+    "PING",
+    "GOAWAY",
+    "WINDOW_UPDATE",
+    "CONTINUATION",
+    "unknown",
+];
 
 impl Http2 {
     /// `from_start`: the flow was captured from its first byte; without it the
@@ -80,7 +98,13 @@ impl Http2 {
             streams: 0,
             omitted: 0,
             proven: encrypted,
+            frames: [[0; FRAME_TYPES.len()]; 2],
         }
+    }
+
+    /// Frames `side` sent, by type, in `FRAME_TYPES` order.
+    pub fn frames(&self, side: Side) -> &[u64; FRAME_TYPES.len()] {
+        &self.frames[side.index()]
     }
 
     /// h2c: the HTTP/1.1 upgrade request becomes stream 1 (RFC 7540 §3.2),
@@ -205,6 +229,8 @@ impl Http2 {
 
     /// `payload` is `None` when it was not read (see `reads`).
     fn on_frame(&mut self, side: Side, head: &Head, payload: Option<&[u8]>) {
+        let slot = usize::from(head.kind).min(FRAME_TYPES.len() - 1);
+        self.frames[side.index()][slot] += 1;
         if let Some(block) = self.halves[side.index()].block.take() {
             if head.kind == CONTINUATION && head.stream == block.stream {
                 self.add_fragment(side, head, block, payload);

@@ -150,6 +150,9 @@ pub struct WsSummary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct H2Summary {
     pub mode: H2Mode,
+    /// Frames by type (`http2::FRAME_TYPES` order), by `Side::index`; none
+    /// when the frames are encrypted.
+    pub frames: Option<[[u64; http2::FRAME_TYPES.len()]; 2]>,
     /// Unknown when the frames are encrypted (`alpn`).
     pub streams: Option<u64>,
     pub requests: Vec<H2Request>,
@@ -200,6 +203,7 @@ impl Summary {
             s.protocol = "http/2";
             s.http2 = Some(H2Summary {
                 mode: p.mode(),
+                frames: Some([*p.frames(Side::Client), *p.frames(Side::Server)]),
                 streams: Some(p.streams()),
                 requests: p.requests().to_vec(),
                 omitted: p.omitted(),
@@ -220,6 +224,7 @@ impl Summary {
                 s.protocol = "http/2";
                 s.http2 = Some(H2Summary {
                     mode: H2Mode::Alpn,
+                    frames: None,
                     streams: None,
                     requests: Vec::new(),
                     omitted: 0,

@@ -25,7 +25,7 @@ enum App {
     Detecting,
     Http1(Http1),
     WebSocket(Http1, WebSocket),
-    Http2(Option<Http1>, Http2),
+    Http2(Option<Http1>, Box<Http2>),
     Tls(Tls),
     Unknown,
 }
@@ -249,7 +249,7 @@ impl Tracker {
             unreachable!("matched above");
         };
         self.app = match next {
-            Some(h2) => App::Http2(Some(http), h2),
+            Some(h2) => App::Http2(Some(http), Box::new(h2)),
             None => App::WebSocket(http, WebSocket::new()),
         };
         true
@@ -346,7 +346,8 @@ fn detect(side: Side, data: &[u8], from_start: bool) -> Option<App> {
     }
     let n = data.len().min(H2_PREFACE.len());
     if data[..n] == H2_PREFACE[..n] {
-        return (n == H2_PREFACE.len()).then(|| App::Http2(None, Http2::new(H2Mode::PriorKnowledge, from_start)));
+        return (n == H2_PREFACE.len())
+            .then(|| App::Http2(None, Box::new(Http2::new(H2Mode::PriorKnowledge, from_start))));
     }
     match method_then_space(data) {
         Some(true) => Some(App::Http1(Http1::new())),

@@ -11,13 +11,15 @@ use crate::{
     },
     protocol::{
         FrameCounts, H2Summary, HttpRequest, HttpSummary, Side, TlsSummary, WsSummary,
+        http2::FRAME_TYPES,
         marks::{Mark, What},
         redact,
     },
 };
 
 /// `,"http":{..}` and the other protocol objects this connection proved.
-pub fn json(out: &mut String, app: &App, redact: bool) {
+/// `closed`: the TCP connection ended (it was not open at exit).
+pub fn json(out: &mut String, app: &App, redact: bool, closed: bool) {
     let s = &app.summary;
     if let Some(h) = &s.http {
         key(out, "http");
@@ -25,11 +27,11 @@ pub fn json(out: &mut String, app: &App, redact: bool) {
     }
     if let Some(w) = &s.websocket {
         key(out, "websocket");
-        ws_json(out, w, app.local);
+        ws_json(out, w, app.local, closed);
     }
     if let Some(h) = &s.http2 {
         key(out, "http2");
-        h2_json(out, h, redact);
+        h2_json(out, h, app.local, redact);
     }
     if let Some(t) = &s.tls {
         key(out, "tls");
@@ -88,7 +90,7 @@ fn request_json(out: &mut String, r: &HttpRequest, redact: bool) {
     out.push('}');
 }
 
-fn ws_json(out: &mut String, w: &WsSummary, local: Side) {
+fn ws_json(out: &mut String, w: &WsSummary, local: Side, closed: bool) {
     out.push_str("{\"key_ok\":");
     bool_(out, w.key_ok);
     key(out, "subprotocol");
@@ -109,6 +111,9 @@ fn ws_json(out: &mut String, w: &WsSummary, local: Side) {
         Some(c) => plain(out, if c.initiator == local { "local" } else { "remote" }),
         None => out.push_str("null"),
     }
+    // The closing handshake is complete when TCP closes after it.
+    key(out, "tcp_closed_after");
+    bool_(out, close.is_some() && closed);
     out.push('}');
 }
 
@@ -133,9 +138,20 @@ fn frames_json(out: &mut String, f: &FrameCounts) {
     out.push('}');
 }
 
-fn h2_json(out: &mut String, h: &H2Summary, redact: bool) {
+fn h2_json(out: &mut String, h: &H2Summary, local: Side, redact: bool) {
     out.push_str("{\"mode\":");
     plain(out, h.mode.name());
+    key(out, "frames");
+    match &h.frames {
+        Some(f) => {
+            out.push_str("{\"tx\":");
+            h2_frames_json(out, &f[local.index()]);
+            out.push_str(",\"rx\":");
+            h2_frames_json(out, &f[local.other().index()]);
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
     key(out, "streams");
     opt_num(out, h.streams);
     key(out, "requests");
@@ -159,6 +175,19 @@ fn h2_json(out: &mut String, h: &H2Summary, redact: bool) {
     num(out, h.omitted);
     key(out, "headers_readable");
     bool_(out, h.headers_readable);
+    out.push('}');
+}
+
+fn h2_frames_json(out: &mut String, counts: &[u64]) {
+    out.push('{');
+    for (i, (name, n)) in FRAME_TYPES.iter().zip(counts).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        plain(out, name);
+        out.push(':');
+        num(out, *n);
+    }
     out.push('}');
 }
 

@@ -169,7 +169,7 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
     key(out, "protocol");
     plain(out, c.protocol);
     if let Some(app) = &c.app {
-        super::app::json(out, app, redact);
+        super::app::json(out, app, redact, c.close != crate::connection::CloseKind::OpenAtExit);
     }
     out.push('}');
 }
