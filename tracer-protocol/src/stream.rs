@@ -17,6 +17,21 @@ pub struct Stream {
     received: u64,
     /// Bytes of the last segment that were not captured (its head was cut).
     hole: Option<(u64, u64)>,
+    /// Heads that came before an earlier one still missing.
+    early: Vec<Early>,
+}
+
+/// Heads held while an earlier one is missing (loss and retransmission on a
+/// real link, or two CPUs' events crossing in the ring buffer); beyond this
+/// many, the missing bytes are taken as lost.
+const MAX_EARLY: usize = 4;
+
+#[derive(Debug)]
+struct Early {
+    at: u64,
+    data: Vec<u8>,
+    /// Stream offset just past its segment.
+    end: u64,
 }
 
 impl Stream {
@@ -59,27 +74,55 @@ impl Stream {
 
     /// Adds `data`, captured at sequence number `seq` from a segment that
     /// carries `len` bytes from there on. True when bytes before it were
-    /// lost: what was pending is dropped and the stream resumes here.
+    /// lost: what was pending is dropped and the stream resumes at the
+    /// earliest head that came.
     pub fn push(&mut self, seq: u32, data: &[u8], len: u32) -> bool {
         let at = self.offset(seq);
-        let want = self.want();
-        let end = at.saturating_add(data.len() as u64);
-        let seg_end = at.saturating_add(u64::from(len).max(data.len() as u64));
-        self.received = self.received.max(seg_end);
-        if seg_end <= want {
+        let end = at.saturating_add(u64::from(len).max(data.len() as u64));
+        self.received = self.received.max(end);
+        if end <= self.want() {
             return false;
         }
-        self.hole = (seg_end > end && end >= want).then_some((end, seg_end));
-        if at > want {
-            self.buf.clear();
-            self.pos = at;
-            self.append(data);
-            return true;
+        if at <= self.want() {
+            self.place(at, data, end);
+            self.drain_early();
+            return false;
         }
+        self.early.push(Early {
+            at,
+            data: data.to_vec(),
+            end,
+        });
+        if self.early.len() <= MAX_EARLY {
+            return false;
+        }
+        let first = (0..self.early.len()).min_by_key(|&i| self.early[i].at).unwrap_or(0);
+        let first = self.early.swap_remove(first);
+        self.buf.clear();
+        self.pos = first.at;
+        self.place(first.at, &first.data, first.end);
+        self.drain_early();
+        true
+    }
+
+    /// Appends a head that starts at or before the next byte wanted.
+    fn place(&mut self, at: u64, data: &[u8], seg_end: u64) {
+        let want = self.want();
+        let end = at.saturating_add(data.len() as u64);
+        self.hole = (seg_end > end && end >= want).then_some((end, seg_end));
         if end > want {
             self.append(&data[(want - at) as usize..]);
         }
-        false
+    }
+
+    /// Heads held back that the stream has now reached.
+    fn drain_early(&mut self) {
+        while let Some(i) = self.early.iter().position(|e| e.at <= self.want()) {
+            let e = self.early.swap_remove(i);
+            if e.end > self.want() {
+                self.place(e.at, &e.data, e.end);
+            }
+        }
     }
 
     /// Whether the parser, having taken what it could, now needs bytes the
@@ -96,6 +139,7 @@ impl Stream {
         self.buf.clear();
         self.pos = end;
         self.hole = None;
+        self.drain_early();
         true
     }
 
@@ -115,6 +159,7 @@ impl Stream {
             // An idle flow keeps no buffer.
             self.buf = BytesMut::new();
         }
+        self.drain_early();
     }
 
     /// Forgets what is pending (after a gap the parser could not get past).
@@ -167,8 +212,20 @@ mod tests {
             "the skipped part is not a gap"
         );
         assert_eq!(s.pending(), b"body");
-        assert!(s.push(40, b"later", 5), "bytes 20..39 never came");
+        for later in [40, 50, 60, 70] {
+            assert!(!s.push(later, b"later", 5), "held: bytes 20..39 may still come");
+        }
+        assert!(s.push(80, b"later", 5), "bytes 20..39 never came");
         assert_eq!((s.pending(), s.want()), (&b"later"[..], 44));
+    }
+
+    #[test]
+    fn a_head_that_comes_early_waits_for_the_one_before_it() {
+        let mut s = Stream::from_isn(Some(0));
+        assert!(!s.push(6, b"world", 5));
+        assert_eq!(s.pending(), b"");
+        assert!(!s.push(1, b"hello", 5));
+        assert_eq!(s.pending(), b"helloworld");
     }
 
     #[test]

@@ -582,8 +582,26 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
     #[test]
     fn lost_first_bytes_prove_nothing() {
         let mut t = Tracker::new(0, ISN.map(Some));
-        t.on_payload(0, ISN[0] + 100, b"GET / HTTP/1.1\r\n\r\n", 18, 0);
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        // Held while the first 99 bytes may still come, then taken as lost.
+        for i in 0..6 {
+            let seq = ISN[0] + 100 + i * request.len() as u32;
+            t.on_payload(0, seq, request, request.len() as u32, 0);
+        }
         assert_eq!(t.summary().protocol, "unknown");
         assert_eq!(t.gaps, 1);
+    }
+
+    #[test]
+    fn a_request_whose_halves_cross_is_still_http() {
+        let request = KEEP_ALIVE[0].1;
+        let (a, b) = request.split_at(10);
+        let mut t = Tracker::new(0, ISN.map(Some));
+        t.on_payload(0, ISN[0] + 1 + a.len() as u32, b, b.len() as u32, 0);
+        t.on_payload(0, ISN[0] + 1, a, a.len() as u32, 0);
+        let response = KEEP_ALIVE[1].1;
+        t.on_payload(1, ISN[1] + 1, response, response.len() as u32, 0);
+        assert_eq!(t.summary().protocol, "http/1.1");
+        assert_eq!(t.gaps, 0);
     }
 }
