@@ -148,19 +148,21 @@ impl Tracker {
                     None => return progressed,
                 }
             }
-            let before = self.marks.as_ref().map(|_| Seen::of(&self.parts()));
             let seq = self.streams[side.index()]
                 .want_seq()
                 .unwrap_or(0)
                 .wrapping_sub(data.len() as u32);
+            let before = self
+                .marks
+                .as_ref()
+                .filter(|m| m.len() < MAX_MARKS)
+                .map(|_| Seen::of(&self.parts()));
             let feed = self.app_feed(side, ts_ns);
-            if let (Some(before), Some(marks)) = (before, &self.marks)
-                && marks.len() < MAX_MARKS
-            {
+            if let Some(before) = before {
                 let now = Seen::of(&self.parts());
-                let mut marks = self.marks.take().unwrap_or_default();
-                before.marks(&now, side, seq, &mut marks);
-                self.marks = Some(marks);
+                if let Some(marks) = &mut self.marks {
+                    before.marks(&now, side, seq, marks);
+                }
             }
             if !feed.progressed() {
                 if self.streams[side.index()].is_full() {

@@ -133,6 +133,8 @@ fn fuzz(root: &std::path::Path) -> Result<()> {
         let scratch = std::env::temp_dir().join(format!("tracer-fuzz-{target}"));
         std::fs::create_dir_all(&scratch)?;
         let corpus = root.join("fuzz/corpus").join(target);
+        // rustup's `cargo` proxy, not `$CARGO`: only the proxy takes `+nightly`,
+        // and the sanitizers need nightly.
         status(
             Command::new("cargo")
                 .current_dir(root)

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::{
     connection::App,
     output::{
-        json::{key, plain, string},
+        json::{self, array, key, plain, string, tx_rx},
         micros, num,
     },
     protocol::{
@@ -58,14 +58,8 @@ fn bool_(out: &mut String, b: bool) {
 }
 
 fn http_json(out: &mut String, h: &HttpSummary, redact: bool) {
-    out.push_str("{\"requests\":[");
-    for (i, r) in h.requests.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        request_json(out, r, redact);
-    }
-    out.push(']');
+    out.push_str("{\"requests\":");
+    array(out, &h.requests, |out, r| request_json(out, r, redact));
     key(out, "omitted");
     num(out, h.omitted);
     out.push('}');
@@ -96,11 +90,8 @@ fn ws_json(out: &mut String, w: &WsSummary, local: Side, closed: bool) {
     key(out, "subprotocol");
     opt_string(out, w.subprotocol.as_deref());
     key(out, "frames");
-    out.push_str("{\"tx\":");
-    frames_json(out, &w.frames[local.index()]);
-    out.push_str(",\"rx\":");
-    frames_json(out, &w.frames[local.other().index()]);
-    out.push('}');
+    let (tx, rx) = (&w.frames[local.index()], &w.frames[local.other().index()]);
+    tx_rx(out, tx, rx, frames_json);
     let close = w.close.as_ref();
     key(out, "close_code");
     opt_num(out, close.and_then(|c| c.code));
@@ -126,16 +117,7 @@ fn frames_json(out: &mut String, f: &FrameCounts) {
         ("close", f.close),
         ("continuation", f.continuation),
     ];
-    out.push('{');
-    for (i, (name, n)) in counts.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        plain(out, name);
-        out.push(':');
-        num(out, n);
-    }
-    out.push('}');
+    json::counts(out, counts);
 }
 
 fn h2_json(out: &mut String, h: &H2Summary, local: Side, redact: bool) {
@@ -143,23 +125,15 @@ fn h2_json(out: &mut String, h: &H2Summary, local: Side, redact: bool) {
     plain(out, h.mode.name());
     key(out, "frames");
     match &h.frames {
-        Some(f) => {
-            out.push_str("{\"tx\":");
-            h2_frames_json(out, &f[local.index()]);
-            out.push_str(",\"rx\":");
-            h2_frames_json(out, &f[local.other().index()]);
-            out.push('}');
-        }
+        Some(f) => tx_rx(out, &f[local.index()], &f[local.other().index()], |out, by_type| {
+            json::counts(out, FRAME_TYPES.iter().copied().zip(by_type.iter().copied()))
+        }),
         None => out.push_str("null"),
     }
     key(out, "streams");
     opt_num(out, h.streams);
     key(out, "requests");
-    out.push('[');
-    for (i, r) in h.requests.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    array(out, &h.requests, |out, r| {
         out.push_str("{\"stream\":");
         num(out, r.stream);
         key(out, "method");
@@ -169,25 +143,11 @@ fn h2_json(out: &mut String, h: &H2Summary, local: Side, redact: bool) {
         key(out, "status");
         opt_num(out, r.status);
         out.push('}');
-    }
-    out.push(']');
+    });
     key(out, "omitted");
     num(out, h.omitted);
     key(out, "headers_readable");
     bool_(out, h.headers_readable);
-    out.push('}');
-}
-
-fn h2_frames_json(out: &mut String, counts: &[u64]) {
-    out.push('{');
-    for (i, (name, n)) in FRAME_TYPES.iter().zip(counts).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        plain(out, name);
-        out.push(':');
-        num(out, *n);
-    }
     out.push('}');
 }
 
@@ -197,14 +157,7 @@ fn tls_json(out: &mut String, t: &TlsSummary) {
     key(out, "sni");
     opt_string(out, t.sni.as_deref());
     key(out, "alpn");
-    out.push('[');
-    for (i, a) in t.alpn.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        string(out, a);
-    }
-    out.push(']');
+    array(out, &t.alpn, |out, a| string(out, a));
     key(out, "alpn_selected");
     opt_string(out, t.alpn_selected.as_deref());
     out.push('}');

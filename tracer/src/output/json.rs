@@ -5,7 +5,7 @@ use tracer_common::FLAG_NAMES;
 
 use crate::{
     clock::WallClock,
-    connection::{Connection, Traffic},
+    connection::Connection,
     event::{Segment, StateChange},
     output::{Summary, ip, micros, num},
 };
@@ -58,18 +58,8 @@ pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
     key(out, "ack");
     num(out, seg.ack);
     key(out, "flags");
-    out.push('[');
-    let mut first = true;
-    for (i, name) in FLAG_NAMES.iter().enumerate() {
-        if seg.flags & (1 << i) != 0 {
-            if !first {
-                out.push(',');
-            }
-            plain(out, name);
-            first = false;
-        }
-    }
-    out.push(']');
+    let set = FLAG_NAMES.iter().enumerate().filter(|(i, _)| seg.flags & (1 << i) != 0);
+    array(out, set, |out, (_, name)| plain(out, name));
     key(out, "win");
     num(out, seg.win);
     key(out, "len");
@@ -109,10 +99,41 @@ fn endpoints(out: &mut String, local: (std::net::IpAddr, u16), remote: (std::net
 
 fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
     key(out, name);
+    tx_rx(out, tx, rx, num);
+}
+
+/// `{"tx":..,"rx":..}`, each direction written by `each`.
+pub(crate) fn tx_rx<T>(out: &mut String, tx: T, rx: T, mut each: impl FnMut(&mut String, T)) {
     out.push_str("{\"tx\":");
-    num(out, tx);
+    each(out, tx);
     out.push_str(",\"rx\":");
-    num(out, rx);
+    each(out, rx);
+    out.push('}');
+}
+
+/// `[..]`, each item written by `each`.
+pub(crate) fn array<T>(out: &mut String, items: impl IntoIterator<Item = T>, mut each: impl FnMut(&mut String, T)) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(']');
+}
+
+/// `{"name":n,..}`: counts by name.
+pub(crate) fn counts<'a>(out: &mut String, named: impl IntoIterator<Item = (&'a str, u64)>) {
+    out.push('{');
+    for (i, (name, n)) in named.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        plain(out, name);
+        out.push(':');
+        num(out, n);
+    }
     out.push('}');
 }
 
@@ -142,26 +163,19 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
         None => out.push_str("null"),
     }
     key(out, "states");
-    out.push('[');
-    for (i, s) in c.states.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    array(out, &c.states, |out, s| {
         out.push_str("{\"state\":");
         plain(out, s.state.name());
         key(out, "at_us");
         micros(out, s.at_ns);
         out.push('}');
-    }
-    out.push(']');
+    });
     pair(out, "packets", c.tx.packets, c.rx.packets);
     pair(out, "bytes", c.tx.bytes, c.rx.bytes);
     key(out, "flags");
-    out.push_str("{\"tx\":");
-    flag_counts(out, &c.tx);
-    out.push_str(",\"rx\":");
-    flag_counts(out, &c.rx);
-    out.push('}');
+    tx_rx(out, &c.tx, &c.rx, |out, t| {
+        counts(out, FLAG_NAMES.iter().copied().zip(t.flags))
+    });
     key(out, "retransmits");
     num(out, c.retransmits);
     key(out, "close");
@@ -170,19 +184,6 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
     plain(out, c.protocol);
     if let Some(app) = &c.app {
         super::app::json(out, app, redact, c.close != crate::connection::CloseKind::OpenAtExit);
-    }
-    out.push('}');
-}
-
-fn flag_counts(out: &mut String, t: &Traffic) {
-    out.push('{');
-    for (i, name) in FLAG_NAMES.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        plain(out, name);
-        out.push(':');
-        num(out, t.flags[i]);
     }
     out.push('}');
 }
