@@ -222,6 +222,10 @@ fn endings(server_ip: IpAddr, netns: Option<&NetNs>, capture_iface: &str) {
     let s = summary(&records);
     assert_eq!(s["connections"], 9);
     assert_eq!((s["dropped"].as_u64(), s["evicted"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (s["missed_state_changes"].as_u64(), s["missed_retransmits"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 const PASSIVE_CLOSE_CLIENT: &[&str] = &["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"];

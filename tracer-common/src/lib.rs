@@ -137,6 +137,17 @@ impl FlowKey {
         }
         Self::new(family, laddr, lport, raddr, rport)
     }
+
+    /// The family of the packets a socket of `family` with these addresses
+    /// sends: the family `of_socket` keys it by.
+    #[inline(always)]
+    pub fn traffic_family(family: u16, laddr: &[u8; 16], raddr: &[u8; 16]) -> u16 {
+        if family == AF_INET6 && v4_mapped(laddr) && v4_mapped(raddr) {
+            AF_INET
+        } else {
+            family
+        }
+    }
 }
 
 #[inline(always)]
@@ -338,31 +349,22 @@ pub mod port_role {
     pub const REMOTE: u8 = 4;
 }
 
-/// Offsets of `tcp:tcp_retransmit_skb`'s fields.
-pub mod retransmit_format {
-    pub const SPORT: usize = 28;
-    pub const DPORT: usize = 30;
-    pub const FAMILY: usize = 32;
-    pub const SADDR: usize = 34;
-    pub const DADDR: usize = 38;
-    pub const SADDR_V6: usize = 42;
-    pub const DADDR_V6: usize = 58;
-}
-
-/// Offsets of `sock:inet_sock_set_state`'s fields, as its tracefs `format`
-/// file states them; userspace checks the running kernel's format against these.
-pub mod set_state_format {
-    pub const SKADDR: usize = 8;
-    pub const OLDSTATE: usize = 16;
-    pub const NEWSTATE: usize = 20;
-    pub const SPORT: usize = 24;
-    pub const DPORT: usize = 26;
-    pub const FAMILY: usize = 28;
-    pub const PROTOCOL: usize = 30;
-    pub const SADDR: usize = 32;
-    pub const DADDR: usize = 36;
-    pub const SADDR_V6: usize = 40;
-    pub const DADDR_V6: usize = 56;
+/// Where the running kernel keeps a socket's protocol and endpoints, in bytes
+/// from the start of `struct sock`, read from its BTF by userspace before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLayout {
+    pub protocol: u32,
+    pub family: u32,
+    /// Local port, network order (`inet_sock.inet_sport`: unlike `skc_num`,
+    /// it keeps its value when the socket releases its port on close).
+    pub sport: u32,
+    /// Remote port, network order.
+    pub dport: u32,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
 }
 
 pub const IPPROTO_TCP: u16 = 6;
@@ -380,6 +382,7 @@ mod pod {
     unsafe impl aya::Pod for super::CloseEvent {}
     unsafe impl aya::Pod for super::OwnerEvent {}
     unsafe impl aya::Pod for super::Want {}
+    unsafe impl aya::Pod for super::SockLayout {}
 }
 
 #[cfg(test)]

@@ -1,69 +1,106 @@
-//! Tracepoint `sock:inet_sock_set_state`: every TCP state change, filtered in
+//! BTF tracepoint `inet_sock_set_state`: every TCP state change, filtered in
 //! the kernel, one event each on the ring buffer; a transition to CLOSE
 //! carries the flow's counters, so userspace needs no map read per connection.
-use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+//!
+//! The kernel skips a tracing program that is already running on the CPU: a
+//! transition in softirq that interrupts this program's run for a transition
+//! in process context would be lost. So the program is attached twice. The
+//! first copy notes each transition it takes in `TAKEN`; the second, which
+//! runs after it, handles a transition only when the first did not take it.
+//! Two notes, not one: the first copy may handle a transition nested inside
+//! the second copy's run, after which the second copy must still recognise
+//! the outer transition as taken.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map},
+    maps::PerCpuArray,
+    programs::BtfTracePointContext,
+};
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, filter, flow_mark, kind,
-    set_state_format as f, tcp_state,
+    CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, Task, filter, flow_mark, kind, tcp_state,
 };
 
-use crate::{flow, maps, owner};
+use crate::{flow, maps, owner, sock};
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+/// Per CPU: the last two transitions the first copy took, newest first.
+#[map]
+static TAKEN: PerCpuArray<[TransitionId; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: transitions the second copy handled for the first. Userspace
+/// subtracts them from the first copy's skipped runs: the rest are lost.
+#[map]
+pub static RECOVERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let id = transition_id(&ctx);
+    if let Some(p) = TAKEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, checked for null; this copy does not nest.
+        unsafe { *p = [id, (*p)[0]] };
+    }
     on_transition(&ctx);
     0
 }
 
-/// Reads a field of the tracepoint record in place (direct context access,
-/// cheaper than a probe-read helper call).
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets come from the tracepoint's format, which userspace checks
-    // against the running kernel before loading; the verifier bounds ctx access.
-    unsafe { core::ptr::read_unaligned(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn set_state_nested(ctx: BtfTracePointContext) -> i32 {
+    let id = transition_id(&ctx);
+    let Some(taken) = TAKEN.get(0) else {
+        return 0;
+    };
+    if taken.contains(&id) {
+        return 0;
+    }
+    on_transition(&ctx);
+    if let Some(n) = RECOVERED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, checked for null.
+        unsafe { *n += 1 };
+    }
+    0
 }
 
-/// Addresses are read as whole words: the verifier refuses byte loops over the
-/// context, which is what copying a byte array from it compiles to.
-#[inline(always)]
-fn v4(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[..4].copy_from_slice(&field::<u32>(ctx, offset).to_ne_bytes());
-    a
+/// A transition: the socket, and both states. Two words, as the verifier
+/// allows no arithmetic on the socket pointer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct TransitionId {
+    sock: u64,
+    states: u64,
 }
 
 #[inline(always)]
-fn v6(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[..8].copy_from_slice(&field::<u64>(ctx, offset).to_ne_bytes());
-    a[8..].copy_from_slice(&field::<u64>(ctx, offset + 8).to_ne_bytes());
-    a
+fn transition_id(ctx: &BtfTracePointContext) -> TransitionId {
+    TransitionId {
+        sock: ctx.arg(0),
+        states: u64::from(ctx.arg::<u32>(1)) | u64::from(ctx.arg::<u32>(2)) << 32,
+    }
 }
 
-#[inline(always)]
-fn on_transition(ctx: &TracePointContext) {
-    if field::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
+/// A BPF function of its own, called by both copies: inlined into each,
+/// its locals and the copy's own would not fit one 512-byte stack frame.
+#[inline(never)]
+fn on_transition(ctx: &BtfTracePointContext) {
+    let sk: *const u8 = ctx.arg(0);
+    if sock::protocol(sk) != IPPROTO_TCP {
         return;
     }
-    let sport: u16 = field(ctx, f::SPORT);
-    let dport: u16 = field(ctx, f::DPORT);
-    let family: u16 = field(ctx, f::FAMILY);
+    let Some((sport, dport)) = sock::ports(sk) else {
+        return;
+    };
     if !maps::ports_traced(sport, dport) {
         return;
     }
-    let sock: u64 = field(ctx, f::SKADDR);
-    let old = field::<i32>(ctx, f::OLDSTATE) as u8;
-    let new = field::<i32>(ctx, f::NEWSTATE) as u8;
-    let (saddr, daddr) = if family == AF_INET {
-        (v4(ctx, f::SADDR), v4(ctx, f::DADDR))
-    } else {
-        (v6(ctx, f::SADDR_V6), v6(ctx, f::DADDR_V6))
+    let family = sock::family(sk);
+    let Some((saddr, daddr)) = sock::addresses(sk, family) else {
+        return;
     };
+    let sock = sk as u64;
+    let old = ctx.arg::<i32>(1) as u8;
+    let new = ctx.arg::<i32>(2) as u8;
     // -4/-6 mean the traffic's family: a dual-stack socket talking to an IPv4
     // peer carries IPv4 packets, as the classifier sees them.
-    if !maps::family_traced(FlowKey::of_socket(family, saddr, sport, daddr, dport).0.family) {
+    if !maps::family_traced(FlowKey::traffic_family(family, &saddr, &daddr)) {
         return;
     }
     // Without --pid or --comm the kernel keeps no owner table: the owner is
@@ -94,28 +131,22 @@ fn on_transition(ctx: &TracePointContext) {
     if !traced {
         return;
     }
-    let event = StateEvent {
-        // SAFETY: no preconditions.
-        header: EventHeader {
-            kind: kind::STATE,
-            _pad: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
+    let t = Transition {
         sock,
-        saddr,
-        daddr,
+        saddr: &saddr,
+        daddr: &daddr,
         sport,
         dport,
         family,
-        oldstate: old,
-        newstate: new,
-        owner,
-        current,
+        old,
+        new,
+        owner: &owner,
+        current: &current,
     };
     let shipped = if new == tcp_state::CLOSE {
-        ship_close(&event, key.as_ref())
+        ship_close(&t, key.as_ref())
     } else {
-        ship_state(&event)
+        ship_state(&t)
     };
     if !shipped {
         maps::count_drop();
@@ -126,18 +157,56 @@ fn on_transition(ctx: &TracePointContext) {
     }
 }
 
+/// One transition's fields, by reference: copies would not fit the stack.
+struct Transition<'a> {
+    sock: u64,
+    saddr: &'a [u8; 16],
+    daddr: &'a [u8; 16],
+    sport: u16,
+    dport: u16,
+    family: u16,
+    old: u8,
+    new: u8,
+    owner: &'a Task,
+    current: &'a Task,
+}
+
+/// Writes the event in place in the ring buffer: built on the stack it
+/// would overflow the 512-byte BPF stack.
 #[inline(always)]
-fn ship_state(event: &StateEvent) -> bool {
+fn write_state(p: *mut StateEvent, t: &Transition, kind: u32) {
+    // SAFETY: `p` points to a reserved ring-buffer entry.
+    unsafe {
+        (*p).header = EventHeader {
+            kind,
+            _pad: 0,
+            ts_ns: bpf_ktime_get_ns(),
+        };
+        (*p).sock = t.sock;
+        (*p).saddr = *t.saddr;
+        (*p).daddr = *t.daddr;
+        (*p).sport = t.sport;
+        (*p).dport = t.dport;
+        (*p).family = t.family;
+        (*p).oldstate = t.old;
+        (*p).newstate = t.new;
+        (*p).owner = *t.owner;
+        (*p).current = *t.current;
+    }
+}
+
+#[inline(always)]
+fn ship_state(t: &Transition) -> bool {
     let Some(mut entry) = maps::EVENTS.reserve::<StateEvent>(0) else {
         return false;
     };
-    entry.write(*event);
+    write_state(entry.as_mut_ptr(), t, kind::STATE);
     entry.submit(maps::submit_flags());
     true
 }
 
 #[inline(always)]
-fn ship_close(event: &StateEvent, key: Option<&FlowKey>) -> bool {
+fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     let Some(mut entry) = maps::EVENTS.reserve::<CloseEvent>(0) else {
         return false;
     };
@@ -145,8 +214,7 @@ fn ship_close(event: &StateEvent, key: Option<&FlowKey>) -> bool {
     // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
     // 248-byte event off the 512-byte BPF stack.
     unsafe {
-        (*p).state = *event;
-        (*p).state.header.kind = kind::CLOSE;
+        write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;
         let found = key.is_some_and(|k| flow::mark_and_total(k, marks, &raw mut (*p).stats));
         if !found {

@@ -10,6 +10,7 @@ mod inet_csk_accept;
 mod inet_sock_set_state;
 mod maps;
 mod owner;
+mod sock;
 mod tc;
 mod tcp_retransmit_skb;
 

@@ -306,6 +306,8 @@ impl<W: Write> Session<W> {
         self.summary.evicted = self.correlator.evicted;
         self.summary.payload_requests_refused = self.programs.want_errors;
         self.summary.payload_gaps = self.correlator.payload_gaps;
+        (self.summary.missed_state_changes, self.summary.missed_retransmits) =
+            self.programs.missed(self.correlator.repeats);
         self.output.summary(&self.summary)?;
         Ok(self.output.into_inner())
     }

@@ -4,6 +4,7 @@
 //! programs), `reader` (drain the ring buffer), `decode` (bytes to events),
 //! `output` (text or JSON). `app` wires them together; `demo` is the built-in tour.
 pub mod app;
+pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod connection;
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod event;
 pub mod iface;
 pub mod loader;
+pub mod misses;
 pub mod output;
 pub mod preflight;
 pub mod procfs;

@@ -4,13 +4,13 @@
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, ProgramError, SchedClassifier, TcAttachType, TracePoint, tc},
+    programs::{BtfTracePoint, FExit, ProgramError, SchedClassifier, TcAttachType, tc},
     util::KernelVersion,
 };
 use aya_log::EbpfLogger;
 use tracer_common::{FlowKey, FlowStats, Task, Want, filter, port_role};
 
-use crate::{event::comm_bytes, iface::Iface, procfs::Listener, protocol::Control};
+use crate::{event::comm_bytes, iface::Iface, misses, procfs::Listener, protocol::Control};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -29,6 +29,8 @@ pub enum LoadError {
     Map { map: &'static str, reason: String },
     #[error("cannot read the kernel's BTF: {0}")]
     Btf(#[from] aya::BtfError),
+    #[error(transparent)]
+    Layout(#[from] crate::btf::LayoutError),
 }
 
 /// What the kernel side is told before it starts.
@@ -68,6 +70,7 @@ pub struct Loaded {
 pub struct Programs {
     _ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
+    recovered: PerCpuArray<MapData, u64>,
     flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
     wants: HashMap<MapData, FlowKey, Want>,
     /// Map updates the kernel refused (a full table): counted, reported.
@@ -103,7 +106,17 @@ impl Programs {
 
     /// Events the kernel could not put on the ring buffer because it was full.
     pub fn dropped(&self) -> u64 {
-        self.drops.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+        misses::per_cpu_total(&self.drops)
+    }
+
+    /// (state changes, retransmissions) the kernel programs never saw: runs
+    /// the kernel skipped, less those the state program's second copy made
+    /// up. `repeats` are second-copy transitions userspace found to be copies.
+    pub fn missed(&self, repeats: u64) -> (u64, u64) {
+        let skipped = misses::recursion_misses(&self._ebpf, "inet_sock_set_state");
+        let made_up = misses::per_cpu_total(&self.recovered).saturating_sub(repeats);
+        let state = skipped.saturating_sub(made_up);
+        (state, misses::recursion_misses(&self._ebpf, "tcp_retransmit_skb"))
     }
 }
 
@@ -147,6 +160,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CAPTURE_BYTES", &settings.capture_bytes, true)
         .override_global("NR_CPUS", &nr_cpus()?, true)
+        .override_global("SOCK_LAYOUT", &crate::btf::sock_layout()?, true)
         .map_max_entries("EVENTS", settings.ring_bytes)
         .map_max_entries("FLOWS", settings.max_flows.max(1))
         .map_max_entries("WANTS", settings.max_flows.max(1))
@@ -175,23 +189,47 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             )
         }),
     )?;
-    attach_tracepoint(&mut ebpf, "inet_sock_set_state", "sock", settings.verbose)?;
-    attach_tracepoint(&mut ebpf, "tcp_retransmit_skb", "tcp", settings.verbose)?;
+    let btf = Btf::from_sys_fs()?;
+    // Twice: the second copy catches the transitions the kernel skips the
+    // first for (see the kernel program).
+    attach_btf_tracepoint(
+        &mut ebpf,
+        "inet_sock_set_state",
+        "inet_sock_set_state",
+        &btf,
+        settings.verbose,
+    )?;
+    attach_btf_tracepoint(
+        &mut ebpf,
+        "set_state_nested",
+        "inet_sock_set_state",
+        &btf,
+        settings.verbose,
+    )?;
+    attach_btf_tracepoint(
+        &mut ebpf,
+        "tcp_retransmit_skb",
+        "tcp_retransmit_skb",
+        &btf,
+        settings.verbose,
+    )?;
     // Some kernels refuse fentry/fexit (this project's own VMs answer EPERM):
     // accepted sockets then keep their listener's owner, exact for a server
     // that accepts in the process that listens.
-    if let Err(e) = attach_accept(&mut ebpf, settings.verbose) {
+    if let Err(e) = attach_accept(&mut ebpf, &btf, settings.verbose) {
         log::info!("{e}: accepted sockets are attributed to the process that listens");
     }
     attach_classifiers(&mut ebpf, &settings.ifaces, settings.verbose)?;
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(map_err("DROPS"))?;
+    let recovered = PerCpuArray::try_from(take(&mut ebpf, "RECOVERED")?).map_err(map_err("RECOVERED"))?;
     let flows = aya::maps::PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     let wants = HashMap::try_from(take(&mut ebpf, "WANTS")?).map_err(map_err("WANTS"))?;
     Ok(Loaded {
         programs: Programs {
             _ebpf: ebpf,
             drops,
+            recovered,
             flows,
             wants,
             want_errors: 0,
@@ -254,19 +292,24 @@ fn fill<K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, category: &str, verbose: bool) -> Result<(), LoadError> {
-    let prog: &mut TracePoint = program(ebpf, name)?;
-    prog.load().map_err(|e| rejected(name, e, verbose))?;
-    prog.attach(category, name)
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    event: &str,
+    btf: &Btf,
+    verbose: bool,
+) -> Result<(), LoadError> {
+    let prog: &mut BtfTracePoint = program(ebpf, name)?;
+    prog.load(event, btf).map_err(|e| rejected(name, e, verbose))?;
+    prog.attach()
         .map_err(|source| LoadError::Attach { program: name, source })?;
     Ok(())
 }
 
-fn attach_accept(ebpf: &mut Ebpf, verbose: bool) -> Result<(), LoadError> {
+fn attach_accept(ebpf: &mut Ebpf, btf: &Btf, verbose: bool) -> Result<(), LoadError> {
     const NAME: &str = "inet_csk_accept";
-    let btf = Btf::from_sys_fs()?;
     let prog: &mut FExit = program(ebpf, NAME)?;
-    prog.load(NAME, &btf).map_err(|e| rejected(NAME, e, verbose))?;
+    prog.load(NAME, btf).map_err(|e| rejected(NAME, e, verbose))?;
     prog.attach()
         .map_err(|source| LoadError::Attach { program: NAME, source })?;
     Ok(())

@@ -76,6 +76,8 @@ pub struct Correlator {
     /// accepts, which change state in softirq before `accept` returns.
     listeners: HashMap<u16, Process>,
     pub evicted: u64,
+    /// Transitions the kernel delivered twice, dropped (see `is_repeat`).
+    pub repeats: u64,
     /// What the kernel should ship of each flow's payload, for the caller to apply.
     pub controls: Vec<(FlowKey, Control)>,
     /// Times protocol detection lost bytes it needed (forgotten flows only).
@@ -94,6 +96,7 @@ impl Correlator {
             flows: HashMap::default(),
             listeners: HashMap::default(),
             evicted: 0,
+            repeats: 0,
             controls: Vec::new(),
             payload_gaps: 0,
         }
@@ -150,6 +153,15 @@ impl Correlator {
     /// Takes one event; finished connections go to `out`. `now_ns` is
     /// CLOCK_MONOTONIC, the kernel's time base.
     pub fn on_event(&mut self, event: &Event, now_ns: u64, out: &mut Vec<Connection>) {
+        let change = match event {
+            Event::State(s) => Some(s),
+            Event::Close(c) => Some(&c.state),
+            _ => None,
+        };
+        if change.is_some_and(|s| self.is_repeat(s)) {
+            self.repeats += 1;
+            return;
+        }
         match event {
             Event::State(s) => self.on_state(s),
             Event::Close(c) => self.on_close(c, now_ns),
@@ -157,6 +169,21 @@ impl Correlator {
             Event::Owner { .. } => {}
         }
         self.tick(now_ns, out);
+    }
+
+    /// The kernel's second copy of the state program can deliver a transition
+    /// the first copy also took (when several nested transitions on one CPU
+    /// push it out of the first copy's notes). A socket never makes the same
+    /// change twice in a row, so such a repeat is a copy.
+    fn is_repeat(&self, s: &StateChange) -> bool {
+        let same = |l: &Lifecycle| l.last.sock == s.sock && l.last.old == s.old && l.last.new == s.new;
+        if s.old == s.new {
+            return false;
+        }
+        match self.open.get(&s.sock) {
+            Some(life) => same(life),
+            None => self.closing.iter().rev().any(|(_, l)| same(l)),
+        }
     }
 
     fn lifecycle(&mut self, s: &StateChange) -> &mut Lifecycle {
@@ -404,4 +431,48 @@ fn retire_tracker(key: FlowKey, t: Option<&Tracker>, gaps: &mut u64) -> Option<(
     let t = t?;
     *gaps += t.gaps;
     t.retire().map(|c| (key, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::tcp_state::*;
+
+    use super::*;
+    use crate::event::Close;
+    use crate::output::tests::change;
+
+    fn correlator() -> Correlator {
+        Correlator::new(Limits {
+            max_sockets: 16,
+            segments_per_flow: 16,
+            grace_ns: 1_000,
+            keep_segments: false,
+            detect: false,
+        })
+    }
+
+    /// The kernel's two copies of the state program can both deliver one
+    /// transition: the copy is dropped and counted, open or just closed.
+    #[test]
+    fn a_transition_delivered_twice_counts_once() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let life = [(CLOSE, SYN_SENT), (SYN_SENT, ESTABLISHED), (ESTABLISHED, ESTABLISHED)];
+        for (old, new) in life {
+            let s = change("127.0.0.1", "127.0.0.1", old, new);
+            c.on_event(&Event::State(s), 10, &mut out);
+            c.on_event(&Event::State(s), 10, &mut out);
+        }
+        let close = Event::Close(Close {
+            state: change("127.0.0.1", "127.0.0.1", ESTABLISHED, CLOSE),
+            stats: None,
+        });
+        c.on_event(&close, 20, &mut out);
+        c.on_event(&close, 30, &mut out);
+        c.tick(2_000, &mut out);
+        assert_eq!(c.repeats, 3, "ESTABLISHED -> ESTABLISHED is the kernel's own re-entry");
+        assert_eq!(out.len(), 1, "{out:?}");
+        let states: Vec<u8> = out[0].states.iter().map(|s| s.state.0).collect();
+        assert_eq!(states, [SYN_SENT, ESTABLISHED, CLOSE]);
+    }
 }

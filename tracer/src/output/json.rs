@@ -191,7 +191,7 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{}}}",
+        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{},\"missed_state_changes\":{},\"missed_retransmits\":{}}}",
         s.events,
         s.dropped,
         s.evicted,
@@ -199,7 +199,9 @@ pub fn summary(s: &Summary, out: &mut String) {
         s.decode_errors,
         s.ring_bytes,
         s.payload_gaps,
-        s.payload_requests_refused
+        s.payload_requests_refused,
+        s.missed_state_changes,
+        s.missed_retransmits
     );
 }
 
@@ -346,12 +348,14 @@ mod tests {
                 ring_bytes: 640,
                 payload_gaps: 6,
                 payload_requests_refused: 7,
+                missed_state_changes: 8,
+                missed_retransmits: 9,
             },
             &mut s,
         );
         assert_eq!(
             s,
-            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7}"#
+            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7,"missed_state_changes":8,"missed_retransmits":9}"#
         );
     }
 }

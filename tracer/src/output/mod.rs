@@ -30,6 +30,9 @@ pub struct Summary {
     pub payload_gaps: u64,
     /// Payload requests the kernel's table refused.
     pub payload_requests_refused: u64,
+    /// State changes and retransmissions the kernel skipped the programs for.
+    pub missed_state_changes: u64,
+    pub missed_retransmits: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

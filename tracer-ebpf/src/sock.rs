@@ -1,0 +1,81 @@
+//! A socket's protocol and endpoints, read from `struct sock` at the offsets
+//! userspace found in the running kernel's BTF.
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::{AF_INET, AF_INET6, SockLayout};
+
+/// Set by userspace before load; in .rodata, so the verifier knows each
+/// offset as a constant and checks every load against the kernel's types.
+#[unsafe(no_mangle)]
+static SOCK_LAYOUT: SockLayout = SockLayout {
+    protocol: 0,
+    family: 0,
+    sport: 0,
+    dport: 0,
+    daddr: 0,
+    rcv_saddr: 0,
+    v6_daddr: 0,
+    v6_rcv_saddr: 0,
+};
+
+#[inline(always)]
+fn offset(field: *const u32) -> usize {
+    // SAFETY: a field of a global in .rodata; volatile so the compiler keeps
+    // the load that userspace's value replaces at load time.
+    unsafe { core::ptr::read_volatile(field) as usize }
+}
+
+/// A direct load through the typed socket pointer: the verifier checks it
+/// against `struct sock` and the JIT turns a fault into zero.
+#[inline(always)]
+fn load<T: Copy>(sk: *const u8, at: usize) -> T {
+    // SAFETY: see above.
+    unsafe { core::ptr::read_unaligned(sk.add(at).cast::<T>()) }
+}
+
+#[inline(always)]
+pub fn protocol(sk: *const u8) -> u16 {
+    load(sk, offset(&raw const SOCK_LAYOUT.protocol))
+}
+
+#[inline(always)]
+pub fn family(sk: *const u8) -> u16 {
+    load(sk, offset(&raw const SOCK_LAYOUT.family))
+}
+
+/// (local, remote) ports in host order, as the tracepoints report them.
+#[inline(always)]
+pub fn ports(sk: *const u8) -> Option<(u16, u16)> {
+    // `inet_sport` lies past `struct sock`, where the verifier's view of the
+    // pointer ends: read through the helper.
+    // SAFETY: a kernel read that fails cleanly.
+    let sport = unsafe { bpf_probe_read_kernel(sk.add(offset(&raw const SOCK_LAYOUT.sport)).cast::<u16>()) }.ok()?;
+    let dport: u16 = load(sk, offset(&raw const SOCK_LAYOUT.dport));
+    Some((u16::from_be(sport), u16::from_be(dport)))
+}
+
+/// (local, remote) addresses of a socket of `family`, IPv4 in the first four bytes.
+#[inline(always)]
+pub fn addresses(sk: *const u8, family: u16) -> Option<([u8; 16], [u8; 16])> {
+    let mut laddr = [0u8; 16];
+    let mut raddr = [0u8; 16];
+    match family {
+        AF_INET => {
+            laddr[..4].copy_from_slice(&load::<u32>(sk, offset(&raw const SOCK_LAYOUT.rcv_saddr)).to_ne_bytes());
+            raddr[..4].copy_from_slice(&load::<u32>(sk, offset(&raw const SOCK_LAYOUT.daddr)).to_ne_bytes());
+        }
+        AF_INET6 => {
+            laddr = v6(sk, offset(&raw const SOCK_LAYOUT.v6_rcv_saddr));
+            raddr = v6(sk, offset(&raw const SOCK_LAYOUT.v6_daddr));
+        }
+        _ => return None,
+    }
+    Some((laddr, raddr))
+}
+
+#[inline(always)]
+fn v6(sk: *const u8, at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&load::<u64>(sk, at).to_ne_bytes());
+    a[8..].copy_from_slice(&load::<u64>(sk, at + 8).to_ne_bytes());
+    a
+}
