@@ -290,16 +290,37 @@ fn without_privileges_it_names_what_is_missing() {
     );
 }
 
-/// A fresh host has tracefs unmounted: the tracer mounts it and runs.
+/// A fresh host has tracefs unmounted; the tracer's hooks are BTF
+/// tracepoints, which do not need it.
 #[test]
-fn an_unmounted_tracefs_is_mounted() {
+fn a_host_without_tracefs_is_traced() {
     let mounted = || std::path::Path::new("/sys/kernel/tracing/events").is_dir();
-    if mounted() {
+    let was_mounted = mounted();
+    if was_mounted {
         let st = Command::new("umount").arg("/sys/kernel/tracing").status().unwrap();
         assert!(st.success(), "cannot unmount tracefs for the test");
     }
-    assert!(!mounted());
-    let tracer = Tracer::start(&["--port", "9"]);
-    assert!(mounted(), "the tracer did not mount tracefs");
-    tracer.stop();
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = listen(SocketAddr::new("127.0.0.1".parse().unwrap(), port), None);
+    exchange(&listener, listener.local_addr().unwrap(), Closer::Client);
+    let records = tracer.stop();
+    let still_unmounted = !mounted();
+    if was_mounted {
+        let st = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount tracefs back");
+    }
+    assert!(still_unmounted, "the tracer mounted tracefs");
+    let roles: Vec<_> = of_type(&records, "connection")
+        .iter()
+        .map(|c| c["role"].clone())
+        .collect();
+    assert_eq!(roles.len(), 2, "{records:?}");
+    assert!(
+        roles.contains(&"client".into()) && roles.contains(&"server".into()),
+        "{roles:?}"
+    );
 }
