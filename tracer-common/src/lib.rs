@@ -356,8 +356,10 @@ pub mod port_role {
 pub struct SockLayout {
     pub protocol: u32,
     pub family: u32,
-    /// Local port, network order (`inet_sock.inet_sport`: unlike `skc_num`,
-    /// it keeps its value when the socket releases its port on close).
+    /// Local port, host order; 0 once the socket released its port on close.
+    pub num: u32,
+    /// Local port, network order (`inet_sock.inet_sport`: it keeps its value
+    /// on close, but lies past `struct sock`, so costs a helper call).
     pub sport: u32,
     /// Remote port, network order.
     pub dport: u32,

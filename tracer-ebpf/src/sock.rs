@@ -9,6 +9,7 @@ use tracer_common::{AF_INET, AF_INET6, SockLayout};
 static SOCK_LAYOUT: SockLayout = SockLayout {
     protocol: 0,
     family: 0,
+    num: 0,
     sport: 0,
     dport: 0,
     daddr: 0,
@@ -25,11 +26,12 @@ fn offset(field: *const u32) -> usize {
 }
 
 /// A direct load through the typed socket pointer: the verifier checks it
-/// against `struct sock` and the JIT turns a fault into zero.
+/// against `struct sock` and the JIT turns a fault into zero. Every field
+/// read is naturally aligned, so each is one load instruction.
 #[inline(always)]
 fn load<T: Copy>(sk: *const u8, at: usize) -> T {
     // SAFETY: see above.
-    unsafe { core::ptr::read_unaligned(sk.add(at).cast::<T>()) }
+    unsafe { core::ptr::read(sk.add(at).cast::<T>()) }
 }
 
 #[inline(always)]
@@ -45,12 +47,17 @@ pub fn family(sk: *const u8) -> u16 {
 /// (local, remote) ports in host order, as the tracepoints report them.
 #[inline(always)]
 pub fn ports(sk: *const u8) -> Option<(u16, u16)> {
-    // `inet_sport` lies past `struct sock`, where the verifier's view of the
-    // pointer ends: read through the helper.
+    let dport = u16::from_be(load(sk, offset(&raw const SOCK_LAYOUT.dport)));
+    let num: u16 = load(sk, offset(&raw const SOCK_LAYOUT.num));
+    if num != 0 {
+        return Some((num, dport));
+    }
+    // Before connect() binds it and after close releases it, `skc_num` is 0;
+    // `inet_sport` still holds the port on close. It lies past `struct
+    // sock`, where the verifier's view of the pointer ends: read through the helper.
     // SAFETY: a kernel read that fails cleanly.
     let sport = unsafe { bpf_probe_read_kernel(sk.add(offset(&raw const SOCK_LAYOUT.sport)).cast::<u16>()) }.ok()?;
-    let dport: u16 = load(sk, offset(&raw const SOCK_LAYOUT.dport));
-    Some((u16::from_be(sport), u16::from_be(dport)))
+    Some((u16::from_be(sport), dport))
 }
 
 /// (local, remote) addresses of a socket of `family`, IPv4 in the first four bytes.
@@ -72,10 +79,12 @@ pub fn addresses(sk: *const u8, family: u16) -> Option<([u8; 16], [u8; 16])> {
     Some((laddr, raddr))
 }
 
+/// `struct in6_addr` is 4-byte aligned: four word loads.
 #[inline(always)]
 fn v6(sk: *const u8, at: usize) -> [u8; 16] {
     let mut a = [0u8; 16];
-    a[..8].copy_from_slice(&load::<u64>(sk, at).to_ne_bytes());
-    a[8..].copy_from_slice(&load::<u64>(sk, at + 8).to_ne_bytes());
+    for i in 0..4 {
+        a[i * 4..i * 4 + 4].copy_from_slice(&load::<u32>(sk, at + i * 4).to_ne_bytes());
+    }
     a
 }

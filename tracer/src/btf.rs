@@ -44,6 +44,7 @@ pub fn sock_layout() -> Result<SockLayout, LayoutError> {
     Ok(SockLayout {
         protocol: member("sock", "sk_protocol")?,
         family: at("skc_family")?,
+        num: at("skc_num")?,
         sport: member("inet_sock", "inet_sport")?,
         dport: at("skc_dport")?,
         daddr: at("skc_daddr")?,
@@ -247,7 +248,10 @@ mod tests {
     #[test]
     fn reads_the_running_kernels_socket_layout() {
         let at = sock_layout().expect("this kernel's BTF describes sock_common");
-        assert_eq!((at.daddr, at.rcv_saddr, at.dport, at.family), (0, 4, 12, 16));
+        assert_eq!(
+            (at.daddr, at.rcv_saddr, at.dport, at.num, at.family),
+            (0, 4, 12, 14, 16)
+        );
         assert!(at.protocol > at.v6_daddr && at.sport > at.protocol, "{at:?}");
         assert!(at.v6_daddr > 16 && at.v6_rcv_saddr == at.v6_daddr + 16, "{at:?}");
     }

@@ -17,6 +17,7 @@ use crate::{
     connection::{App, Connection},
     event::{Close, Event, Process, Segment, StateChange},
     protocol::{Control, Tracker},
+    state::TcpState,
 };
 use lifecycle::{Lifecycle, View};
 
@@ -71,6 +72,8 @@ pub struct Correlator {
     /// When unclaimed flows were last pruned.
     pruned_ns: u64,
     closing: VecDeque<(u64, Lifecycle)>,
+    /// The closing transition of each socket in `closing`, to find a copy of it.
+    just_closed: HashMap<u64, (TcpState, TcpState)>,
     flows: HashMap<FlowKey, FlowLog>,
     /// Listening port -> its owner: the provisional owner of the sockets it
     /// accepts, which change state in softirq before `accept` returns.
@@ -93,6 +96,7 @@ impl Correlator {
             generation: 0,
             pruned_ns: 0,
             closing: VecDeque::new(),
+            just_closed: HashMap::default(),
             flows: HashMap::default(),
             listeners: HashMap::default(),
             evicted: 0,
@@ -176,13 +180,19 @@ impl Correlator {
     /// push it out of the first copy's notes). A socket never makes the same
     /// change twice in a row, so such a repeat is a copy.
     fn is_repeat(&self, s: &StateChange) -> bool {
-        let same = |l: &Lifecycle| l.last.sock == s.sock && l.last.old == s.old && l.last.new == s.new;
         if s.old == s.new {
             return false;
         }
         match self.open.get(&s.sock) {
-            Some(life) => same(life),
-            None => self.closing.iter().rev().any(|(_, l)| same(l)),
+            Some(life) => (life.last.old, life.last.new) == (s.old, s.new),
+            None => self.just_closed.get(&s.sock) == Some(&(s.old, s.new)),
+        }
+    }
+
+    /// Unless a younger socket at the same address closed since.
+    fn forget_closed(&mut self, life: &Lifecycle) {
+        if self.just_closed.get(&life.last.sock) == Some(&(life.last.old, life.last.new)) {
+            self.just_closed.remove(&life.last.sock);
         }
     }
 
@@ -247,6 +257,7 @@ impl Correlator {
     fn on_close(&mut self, c: &Close, now_ns: u64) {
         self.track(&c.state).on_close(c);
         if let Some(life) = self.open.remove(&c.state.sock) {
+            self.just_closed.insert(c.state.sock, (c.state.old, c.state.new));
             self.closing.push_back((now_ns + self.limits.grace_ns, life));
         }
     }
@@ -316,6 +327,7 @@ impl Correlator {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Connection>) {
         while self.closing.front().is_some_and(|(due, _)| *due <= now_ns) {
             let (_, life) = self.closing.pop_front().unwrap();
+            self.forget_closed(&life);
             self.finish(life, None, now_ns, out);
         }
         // Flows no socket claimed (other processes' under --pid, scans): pruned
@@ -342,6 +354,7 @@ impl Correlator {
     /// reported as `open_at_exit` with its flow's counters as `read` finds them.
     pub fn flush(&mut self, now_ns: u64, read: impl Fn(&FlowKey) -> Option<FlowStats>, out: &mut Vec<Connection>) {
         while let Some((_, life)) = self.closing.pop_front() {
+            self.forget_closed(&life);
             self.finish(life, None, now_ns, out);
         }
         let mut open: Vec<Lifecycle> = self.open.drain().map(|(_, l)| l).collect();

@@ -88,7 +88,22 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// tcplife and tcpstates attach classic tracepoints, which need tracefs; a
+/// fresh machine has it unmounted (tracer itself does not need it).
+fn ensure_tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .context("run mount")?;
+    anyhow::ensure!(st.success(), "cannot mount tracefs for tcplife and tcpstates");
+    Ok(())
+}
+
 pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
+    ensure_tracefs()?;
     let dir = tempdir()?;
     let _stats = stats::BpfStats::enable()?;
     let compared = [
