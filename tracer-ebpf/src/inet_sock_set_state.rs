@@ -9,7 +9,13 @@
 //! runs after it, handles a transition only when the first did not take it.
 //! Two notes, not one: the first copy may handle a transition nested inside
 //! the second copy's run, after which the second copy must still recognise
-//! the outer transition as taken.
+//! the outer transition as taken. The order matters: programs attached to
+//! one tracepoint run in the order they were attached (the kernel appends
+//! probes of equal priority), and userspace attaches the first copy first.
+//! Rare cases this does not settle: more than one nested transition in the
+//! moment before the second copy reads the notes yields a copy (userspace
+//! drops it); a skipped transition identical to a stale note (same socket
+//! address, same states) is not made up, and counts as missed.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},

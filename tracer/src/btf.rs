@@ -49,8 +49,9 @@ pub fn sock_layout() -> Result<SockLayout, LayoutError> {
         dport: at("skc_dport")?,
         daddr: at("skc_daddr")?,
         rcv_saddr: at("skc_rcv_saddr")?,
-        v6_daddr: at("skc_v6_daddr")?,
-        v6_rcv_saddr: at("skc_v6_rcv_saddr")?,
+        // A kernel without IPv6 has neither field, and no IPv6 socket to read them from.
+        v6_daddr: at("skc_v6_daddr").unwrap_or(0),
+        v6_rcv_saddr: at("skc_v6_rcv_saddr").unwrap_or(0),
     })
 }
 
@@ -93,12 +94,13 @@ impl<'a> Btf<'a> {
 
     /// The byte offset of `member` in struct `name`, looking inside anonymous
     /// structs and unions as C does (`sock_common.skc_daddr` sits in two).
+    /// None for a bitfield that does not start on a byte.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
         let id = (1..=self.starts.len() as u32).find(|&id| {
             self.get(id)
                 .is_some_and(|t| t.kind == KIND_STRUCT && self.string(t.name).as_deref() == Some(name))
         })?;
-        self.find_member(id, member, 0).map(|bits| bits / 8)
+        self.find_member(id, member, 0).filter(|bits| bits % 8 == 0).map(|bits| bits / 8)
     }
 
     fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
