@@ -100,7 +100,9 @@ impl<'a> Btf<'a> {
             self.get(id)
                 .is_some_and(|t| t.kind == KIND_STRUCT && self.string(t.name).as_deref() == Some(name))
         })?;
-        self.find_member(id, member, 0).filter(|bits| bits % 8 == 0).map(|bits| bits / 8)
+        self.find_member(id, member, 0)
+            .filter(|bits| bits % 8 == 0)
+            .map(|bits| bits / 8)
     }
 
     fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
