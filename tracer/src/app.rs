@@ -304,6 +304,7 @@ impl<W: Write> Session<W> {
         self.print_finished()?;
         self.summary.dropped = self.programs.dropped();
         self.summary.evicted = self.correlator.evicted;
+        self.summary.unfinished_sockets = self.correlator.unfinished;
         self.summary.payload_requests_refused = self.programs.want_errors;
         self.summary.payload_gaps = self.correlator.payload_gaps;
         (self.summary.missed_state_changes, self.summary.missed_retransmits) =

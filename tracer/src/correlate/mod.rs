@@ -81,6 +81,9 @@ pub struct Correlator {
     pub evicted: u64,
     /// Transitions the kernel delivered twice, dropped (see `is_repeat`).
     pub repeats: u64,
+    /// Sockets whose close never came: a new socket took their address
+    /// first. They get no record.
+    pub unfinished: u64,
     /// What the kernel should ship of each flow's payload, for the caller to apply.
     pub controls: Vec<(FlowKey, Control)>,
     /// Times protocol detection lost bytes it needed (forgotten flows only).
@@ -101,6 +104,7 @@ impl Correlator {
             listeners: HashMap::default(),
             evicted: 0,
             repeats: 0,
+            unfinished: 0,
             controls: Vec::new(),
             payload_gaps: 0,
         }
@@ -209,6 +213,7 @@ impl Correlator {
         if lifecycle::is_birth(s)
             && let Some(stale) = self.open.remove(&s.sock)
         {
+            self.unfinished += 1;
             self.detach(&stale);
         }
         if !self.open.contains_key(&s.sock) {
@@ -496,5 +501,17 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         let states: Vec<u8> = out[0].states.iter().map(|s| s.state.0).collect();
         assert_eq!(states, [SYN_SENT, ESTABLISHED, CLOSE]);
+    }
+
+    /// A socket whose close never came, its address taken by a new socket:
+    /// no record for it, but counted.
+    #[test]
+    fn a_socket_whose_close_never_came_is_counted() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        for (old, new) in [(CLOSE, SYN_SENT), (SYN_SENT, ESTABLISHED), (CLOSE, SYN_SENT)] {
+            c.on_event(&Event::State(change("127.0.0.1", "127.0.0.1", old, new)), 10, &mut out);
+        }
+        assert_eq!((c.unfinished, c.open_sockets()), (1, 1));
     }
 }

@@ -191,7 +191,7 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{},\"missed_state_changes\":{},\"missed_retransmits\":{}}}",
+        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{},\"missed_state_changes\":{},\"missed_retransmits\":{},\"unfinished_sockets\":{}}}",
         s.events,
         s.dropped,
         s.evicted,
@@ -201,7 +201,8 @@ pub fn summary(s: &Summary, out: &mut String) {
         s.payload_gaps,
         s.payload_requests_refused,
         s.missed_state_changes,
-        s.missed_retransmits
+        s.missed_retransmits,
+        s.unfinished_sockets
     );
 }
 
@@ -350,12 +351,13 @@ mod tests {
                 payload_requests_refused: 7,
                 missed_state_changes: 8,
                 missed_retransmits: 9,
+                unfinished_sockets: 10,
             },
             &mut s,
         );
         assert_eq!(
             s,
-            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7,"missed_state_changes":8,"missed_retransmits":9}"#
+            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7,"missed_state_changes":8,"missed_retransmits":9,"unfinished_sockets":10}"#
         );
     }
 }

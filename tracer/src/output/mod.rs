@@ -33,6 +33,8 @@ pub struct Summary {
     /// State changes and retransmissions the kernel skipped the programs for.
     pub missed_state_changes: u64,
     pub missed_retransmits: u64,
+    /// Sockets dropped without a record: their close never came.
+    pub unfinished_sockets: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,7 +111,7 @@ pub fn endpoint(out: &mut String, addr: IpAddr, port: u16) {
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable, {} payload gaps, {} payload requests refused, {} state changes and {} retransmissions missed",
+        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable, {} payload gaps, {} payload requests refused, {} state changes and {} retransmissions missed, {} sockets unfinished",
         s.connections,
         s.events,
         s.ring_bytes,
@@ -121,7 +121,8 @@ pub fn summary(s: &Summary, out: &mut String) {
         s.payload_gaps,
         s.payload_requests_refused,
         s.missed_state_changes,
-        s.missed_retransmits
+        s.missed_retransmits,
+        s.unfinished_sockets
     );
 }
 
