@@ -367,6 +367,9 @@ pub struct SockLayout {
     pub rcv_saddr: u32,
     pub v6_daddr: u32,
     pub v6_rcv_saddr: u32,
+    /// `sk_txhash`: random per connection, so a socket reborn at the same
+    /// address with the same ports is still told apart.
+    pub txhash: u32,
 }
 
 pub const IPPROTO_TCP: u16 = 6;

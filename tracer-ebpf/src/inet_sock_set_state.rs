@@ -15,7 +15,7 @@
 //! Rare cases this does not settle: more than one nested transition in the
 //! moment before the second copy reads the notes yields a copy (userspace
 //! drops it); a skipped transition identical to a stale note (same socket
-//! address, same states) is not made up, and counts as missed.
+//! address, states, ports and transmit hash) is not made up, and counts as missed.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
@@ -66,13 +66,16 @@ pub fn set_state_nested(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// A transition: the socket, and both states. Two words, as the verifier
-/// allows no arithmetic on the socket pointer.
+/// A transition: the socket, both states, and what tells the socket apart
+/// from an earlier one at the same address (sockets are freed and reused at
+/// once, so a stale note would otherwise match a new socket's transition).
+/// Separate words, as the verifier allows no arithmetic on the socket pointer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 struct TransitionId {
     sock: u64,
     states: u64,
+    incarnation: u64,
 }
 
 #[inline(always)]
@@ -80,6 +83,7 @@ fn transition_id(ctx: &BtfTracePointContext) -> TransitionId {
     TransitionId {
         sock: ctx.arg(0),
         states: u64::from(ctx.arg::<u32>(1)) | u64::from(ctx.arg::<u32>(2)) << 32,
+        incarnation: sock::incarnation(ctx.arg(0)),
     }
 }
 

@@ -16,6 +16,7 @@ static SOCK_LAYOUT: SockLayout = SockLayout {
     rcv_saddr: 0,
     v6_daddr: 0,
     v6_rcv_saddr: 0,
+    txhash: 0,
 };
 
 #[inline(always)]
@@ -37,6 +38,16 @@ fn load<T: Copy>(sk: *const u8, at: usize) -> T {
 #[inline(always)]
 pub fn protocol(sk: *const u8) -> u16 {
     load(sk, offset(&raw const SOCK_LAYOUT.protocol))
+}
+
+/// What tells this socket apart from an earlier one at the same address:
+/// its ports and its random transmit hash, by direct loads only.
+#[inline(always)]
+pub fn incarnation(sk: *const u8) -> u64 {
+    let num: u16 = load(sk, offset(&raw const SOCK_LAYOUT.num));
+    let dport: u16 = load(sk, offset(&raw const SOCK_LAYOUT.dport));
+    let txhash: u32 = load(sk, offset(&raw const SOCK_LAYOUT.txhash));
+    u64::from(num) | u64::from(dport) << 16 | u64::from(txhash) << 32
 }
 
 #[inline(always)]

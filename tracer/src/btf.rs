@@ -52,6 +52,7 @@ pub fn sock_layout() -> Result<SockLayout, LayoutError> {
         // A kernel without IPv6 has neither field, and no IPv6 socket to read them from.
         v6_daddr: at("skc_v6_daddr").unwrap_or(0),
         v6_rcv_saddr: at("skc_v6_rcv_saddr").unwrap_or(0),
+        txhash: member("sock", "sk_txhash")?,
     })
 }
 
