@@ -15,7 +15,8 @@
 //! Rare cases this does not settle: more than one nested transition in the
 //! moment before the second copy reads the notes yields a copy (userspace
 //! drops it); a skipped transition identical to a stale note (same socket
-//! address, states, ports and transmit hash) is not made up, and counts as missed.
+//! address, states, ports and transmit hash) is not made up. Its skip should
+//! show in `missed_state_changes`, which has been seen to undercount.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
