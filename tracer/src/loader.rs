@@ -190,29 +190,16 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         }),
     )?;
     let btf = Btf::from_sys_fs()?;
-    // Twice: the second copy catches the transitions the kernel skips the
-    // first for (see the kernel program).
-    attach_btf_tracepoint(
-        &mut ebpf,
-        "inet_sock_set_state",
-        "inet_sock_set_state",
-        &btf,
-        settings.verbose,
-    )?;
-    attach_btf_tracepoint(
-        &mut ebpf,
-        "set_state_nested",
-        "inet_sock_set_state",
-        &btf,
-        settings.verbose,
-    )?;
-    attach_btf_tracepoint(
-        &mut ebpf,
-        "tcp_retransmit_skb",
-        "tcp_retransmit_skb",
-        &btf,
-        settings.verbose,
-    )?;
+    // (program, hook) in attach order. The state program twice: the second
+    // copy catches the transitions the kernel skips the first for, and must
+    // run after it (see the kernel program).
+    for (name, hook) in [
+        ("inet_sock_set_state", "inet_sock_set_state"),
+        ("set_state_nested", "inet_sock_set_state"),
+        ("tcp_retransmit_skb", "tcp_retransmit_skb"),
+    ] {
+        attach_btf_tracepoint(&mut ebpf, name, hook, &btf, settings.verbose)?;
+    }
     // Some kernels refuse fentry/fexit (this project's own VMs answer EPERM):
     // accepted sockets then keep their listener's owner, exact for a server
     // that accepts in the process that listens.
