@@ -342,12 +342,24 @@ pub mod filter {
     pub const ALL_SEGMENTS: u32 = 128;
 }
 
-/// Bits of a `PORTS` map value: how a port is traced.
-pub mod port_role {
-    pub const EITHER: u8 = 1;
-    pub const LOCAL: u8 = 2;
-    pub const REMOTE: u8 = 4;
+/// The `PORTS` map's port sets, each a bitmap of every port: which ports are
+/// traced, and how.
+pub mod port_set {
+    /// Traced in any way: the classifier's gate.
+    pub const ANY: u32 = 0;
+    /// `--port`: either end.
+    pub const EITHER: u32 = 1;
+    /// `-L`: the local end.
+    pub const LOCAL: u32 = 2;
+    /// `-D`: the remote end.
+    pub const REMOTE: u32 = 3;
+    pub const COUNT: u32 = 4;
+    /// 64-bit words in one set: a bit for each of the 65,536 ports.
+    pub const WORDS: usize = 1024;
 }
+
+/// One port set: bit `p % 64` of word `p / 64` is port `p`.
+pub type PortBits = [u64; port_set::WORDS];
 
 /// Where the running kernel keeps a socket's protocol and endpoints, in bytes
 /// from the start of `struct sock`, read from its BTF by userspace before load.

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{AF_INET, AF_INET6, COMM_LEN, FlowKey, MAX_CAPTURE, Task, Want, filter, port_role};
+use tracer_common::{AF_INET, AF_INET6, COMM_LEN, FlowKey, MAX_CAPTURE, PortBits, Task, Want, filter, port_set};
 
 /// Every event of every kind; userspace sets the real size before load.
 #[map]
@@ -14,10 +14,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Port -> `port_role` bits (either end, local, remote); 0 for untraced
-/// ports. An array, so the classifier's gate is an inlined index, not a hash.
+/// Port sets by `port_set` index, as bitmaps: the set the classifier's gate
+/// reads is 8 KiB of cache lines that stay warm, where a byte per port spread
+/// over an array's 8-byte slots took 512 KiB and missed the cache for each
+/// new ephemeral port.
 #[map]
-pub static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+pub static PORTS: Array<PortBits> = Array::with_max_entries(port_set::COUNT, 0);
 
 /// Traced processes (tgid), when `filter::PIDS` is set.
 #[map]
@@ -40,6 +42,11 @@ pub static LISTENERS: LruHashMap<u16, Task> = LruHashMap::with_max_entries(4096,
 /// (a plain hash: entries are few, and userspace deletes each with its flow).
 #[map]
 pub static WANTS: HashMap<FlowKey, Want> = HashMap::with_max_entries(65536, 0);
+
+/// Whether `WANTS` holds any entry (0 or 1), kept by userspace: a storm of
+/// short connections, which never needs one, skips the hash lookups.
+#[map]
+pub static WANTS_LIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Which filters apply (`tracer_common::filter` bits).
 #[unsafe(no_mangle)]
@@ -92,8 +99,10 @@ pub fn count_drop() {
 const PORT_FILTERS: u32 = filter::PORTS | filter::LOCAL_PORTS | filter::REMOTE_PORTS;
 
 #[inline(always)]
-fn port_bits(port: u16) -> u8 {
-    PORTS.get(u32::from(port)).copied().unwrap_or(0)
+fn in_set(set: u32, port: u16) -> bool {
+    PORTS
+        .get(set)
+        .is_some_and(|bits| bits[usize::from(port >> 6) & (port_set::WORDS - 1)] >> (port & 63) & 1 != 0)
 }
 
 /// Whether a socket with these ports is traced: `--port` either end, `-L`
@@ -104,17 +113,25 @@ pub fn ports_traced(sport: u16, dport: u16) -> bool {
     if f & PORT_FILTERS == 0 {
         return true;
     }
-    let (s, d) = (port_bits(sport), port_bits(dport));
-    (f & filter::PORTS == 0 || (s | d) & port_role::EITHER != 0)
-        && (f & filter::LOCAL_PORTS == 0 || s & port_role::LOCAL != 0)
-        && (f & filter::REMOTE_PORTS == 0 || d & port_role::REMOTE != 0)
+    (f & filter::PORTS == 0 || in_set(port_set::EITHER, sport) || in_set(port_set::EITHER, dport))
+        && (f & filter::LOCAL_PORTS == 0 || in_set(port_set::LOCAL, sport))
+        && (f & filter::REMOTE_PORTS == 0 || in_set(port_set::REMOTE, dport))
 }
 
 /// Whether the classifier counts a segment: either end on any traced port.
 /// Segments have no "local" side on loopback, where both ends are local.
 #[inline(always)]
 pub fn port_gate(sport: u16, dport: u16) -> bool {
-    filters() & PORT_FILTERS == 0 || (port_bits(sport) | port_bits(dport)) != 0
+    filters() & PORT_FILTERS == 0 || in_set(port_set::ANY, sport) || in_set(port_set::ANY, dport)
+}
+
+/// Whether any flow has a payload request in `WANTS`.
+#[inline(always)]
+pub fn wants_live() -> bool {
+    // SAFETY: read only; userspace flips it between 0 and 1.
+    WANTS_LIVE
+        .get(0)
+        .is_some_and(|n| unsafe { core::ptr::read_volatile(n) } != 0)
 }
 
 #[inline(always)]

@@ -322,7 +322,9 @@ fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_com
 /// whatever userspace asked of the last one (it deletes that entry later).
 #[inline(always)]
 fn forget_wants(key: &FlowKey) {
-    let _ = maps::WANTS.remove(key);
+    if maps::wants_live() {
+        let _ = maps::WANTS.remove(key);
+    }
 }
 
 #[inline(always)]
@@ -359,8 +361,12 @@ struct Head {
 #[inline(always)]
 fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) -> Option<Head> {
     let d = from & 1;
-    // SAFETY: a map value, read-only here.
-    let wanted = unsafe { maps::WANTS.get(key) }.map(|w| (w.mode[d], w.from_seq[d]));
+    let wanted = if maps::wants_live() {
+        // SAFETY: a map value, read-only here.
+        unsafe { maps::WANTS.get(key) }.map(|w| (w.mode[d], w.from_seq[d]))
+    } else {
+        None
+    };
     match wanted {
         Some((want::FROM, first)) => {
             // Sequence numbers wrap: compare by signed distance.

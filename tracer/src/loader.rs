@@ -8,7 +8,7 @@ use aya::{
     util::KernelVersion,
 };
 use aya_log::EbpfLogger;
-use tracer_common::{FlowKey, FlowStats, Task, Want, filter, port_role};
+use tracer_common::{FlowKey, FlowStats, PortBits, Task, Want, filter, port_set};
 
 use crate::{event::comm_bytes, iface::Iface, misses, procfs::Listener, protocol::Control};
 
@@ -73,6 +73,10 @@ pub struct Programs {
     recovered: PerCpuArray<MapData, u64>,
     flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
     wants: HashMap<MapData, FlowKey, Want>,
+    /// Whether `wants` holds any entry, for the classifier, and which it holds.
+    wants_live: aya::maps::Array<MapData, u32>,
+    wanted: std::collections::HashSet<FlowKey, foldhash::fast::RandomState>,
+    told_live: u32,
     /// Map updates the kernel refused (a full table): counted, reported.
     pub want_errors: u64,
 }
@@ -81,7 +85,10 @@ impl Programs {
     /// Tells the classifier what payload a flow's protocol detector needs.
     pub fn control(&mut self, key: &FlowKey, control: Control) {
         let done = match control {
-            Control::Set(want) => self.wants.insert(key, want, 0),
+            Control::Set(want) => self.wants.insert(key, want, 0).map(|()| {
+                self.wanted.insert(*key);
+            }),
+            Control::Delete if !self.wanted.remove(key) => Ok(()),
             Control::Delete => match self.wants.remove(key) {
                 Err(aya::maps::MapError::KeyNotFound) => Ok(()),
                 other => other,
@@ -90,6 +97,20 @@ impl Programs {
         if let Err(e) = done {
             self.want_errors += 1;
             log::debug!("payload request for a flow not taken: {e}");
+        }
+        self.tell_wants_live();
+    }
+
+    /// Flips the classifier's `WANTS_LIVE` when `wants` becomes empty or not.
+    fn tell_wants_live(&mut self) {
+        let live = u32::from(!self.wanted.is_empty());
+        if live == self.told_live {
+            return;
+        }
+        self.told_live = live;
+        if let Err(e) = self.wants_live.set(0, live, 0) {
+            self.want_errors += 1;
+            log::debug!("cannot tell the classifier whether payload requests exist: {e}");
         }
     }
 
@@ -137,18 +158,21 @@ fn filter_bits(s: &Settings) -> u32 {
 }
 
 /// Port -> role bits, for the `PORTS` map.
-fn port_roles(s: &Settings) -> std::collections::BTreeMap<u16, u8> {
-    let mut roles = std::collections::BTreeMap::new();
-    for (ports, role) in [
-        (&s.ports, port_role::EITHER),
-        (&s.local_ports, port_role::LOCAL),
-        (&s.remote_ports, port_role::REMOTE),
+/// The kernel's port sets, by `port_set` index.
+fn port_sets(s: &Settings) -> Vec<PortBits> {
+    let mut sets = vec![[0u64; port_set::WORDS]; port_set::COUNT as usize];
+    for (ports, set) in [
+        (&s.ports, port_set::EITHER),
+        (&s.local_ports, port_set::LOCAL),
+        (&s.remote_ports, port_set::REMOTE),
     ] {
         for &p in ports {
-            *roles.entry(p).or_insert(0) |= role;
+            for set in [port_set::ANY, set] {
+                sets[set as usize][usize::from(p / 64)] |= 1 << (p % 64);
+            }
         }
     }
-    roles
+    sets
 }
 
 pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
@@ -173,7 +197,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             None
         }
     };
-    fill_ports(&mut ebpf, &port_roles(settings))?;
+    fill_ports(&mut ebpf, &port_sets(settings))?;
     fill(&mut ebpf, "PIDS", settings.pids.iter().map(|&p| (p, 1u8)))?;
     fill(&mut ebpf, "COMMS", settings.comms.iter().map(|c| (comm_bytes(c), 1u8)))?;
     fill(
@@ -212,6 +236,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
     let recovered = PerCpuArray::try_from(take(&mut ebpf, "RECOVERED")?).map_err(map_err("RECOVERED"))?;
     let flows = aya::maps::PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     let wants = HashMap::try_from(take(&mut ebpf, "WANTS")?).map_err(map_err("WANTS"))?;
+    let wants_live = aya::maps::Array::try_from(take(&mut ebpf, "WANTS_LIVE")?).map_err(map_err("WANTS_LIVE"))?;
     Ok(Loaded {
         programs: Programs {
             _ebpf: ebpf,
@@ -219,6 +244,9 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             recovered,
             flows,
             wants,
+            wants_live,
+            wanted: Default::default(),
+            told_live: 0,
             want_errors: 0,
         },
         logger,
@@ -250,15 +278,15 @@ fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, LoadError>
     })
 }
 
-fn fill_ports(ebpf: &mut Ebpf, roles: &std::collections::BTreeMap<u16, u8>) -> Result<(), LoadError> {
+fn fill_ports(ebpf: &mut Ebpf, sets: &[PortBits]) -> Result<(), LoadError> {
     const MAP: &str = "PORTS";
     let m = ebpf.map_mut(MAP).ok_or(LoadError::Map {
         map: MAP,
         reason: "not in the object".into(),
     })?;
-    let mut ports = aya::maps::Array::<_, u8>::try_from(m).map_err(map_err(MAP))?;
-    for (&port, &role) in roles {
-        ports.set(u32::from(port), role, 0).map_err(map_err(MAP))?;
+    let mut ports = aya::maps::Array::<_, PortBits>::try_from(m).map_err(map_err(MAP))?;
+    for (i, bits) in sets.iter().enumerate() {
+        ports.set(i as u32, bits, 0).map_err(map_err(MAP))?;
     }
     Ok(())
 }

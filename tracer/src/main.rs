@@ -1,6 +1,11 @@
 use clap::Parser;
 use tracer::cli::{Cli, Command};
 
+// glibc's malloc showed as a fifth of the daemon's CPU under a connection
+// storm (records, timelines and payload heads are short-lived).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
