@@ -49,20 +49,20 @@ pub fn for_each_share(key: &FlowKey, mut f: impl FnMut(*mut FlowStats)) {
 }
 
 /// Marks a flow on every CPU's share and sums the shares into `into`, in
-/// one pass (each share is a hash lookup). False if the flow has no record.
+/// one pass (each share is a hash lookup, so the flow's existence is not
+/// looked up on its own). False if the flow has no record.
 #[inline(always)]
 pub fn mark_and_total(key: &FlowKey, bits: u64, into: *mut FlowStats) -> bool {
-    if FLOWS.get_ptr(key).is_none() {
-        return false;
-    }
     // SAFETY: `into` points to a writable FlowStats.
     unsafe { *into = FlowStats::default() };
+    let mut found = false;
     for_each_share(key, |p| {
+        found = true;
         or_marks(p, bits);
         // SAFETY: a checked map value and a writable destination.
         unsafe { (*into).merge(&*p) };
     });
-    true
+    found
 }
 
 #[inline(always)]

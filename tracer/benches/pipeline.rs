@@ -13,6 +13,10 @@ use tracer::{
     output::{Format, Layout, Output},
 };
 
+// The daemon's allocator: this replays what the daemon does.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn records() -> Vec<Vec<u8>> {
     let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/stream.bin")).expect("stream.bin");
     let mut out = Vec::new();

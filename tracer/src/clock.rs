@@ -80,7 +80,7 @@ pub fn digits(out: &mut String, mut v: u64, width: usize) {
         *slot = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or(""));
+    out.extend(buf[..width].iter().map(|&b| char::from(b)));
 }
 
 /// Unix ns -> (days since epoch, seconds into the day, nanoseconds).

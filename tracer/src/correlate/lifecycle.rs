@@ -53,7 +53,8 @@ impl Lifecycle {
             last: *first,
             owner: first.owner,
             role: role_of(first),
-            states: Vec::new(),
+            // Room for a whole short connection's states: five or six.
+            states: Vec::with_capacity(6),
             closed: None,
             flow: None,
             generation: 0,
