@@ -16,6 +16,14 @@ pub mod kind {
     pub const OWNER: u32 = 5;
 }
 
+/// Bits of `EventHeader::flags`.
+pub mod header_flag {
+    /// A state change shipped by the state program's second copy, for a
+    /// transition the kernel skipped the first copy for. Only such an event
+    /// can be a copy of one the first copy shipped too.
+    pub const RECOVERED: u32 = 1;
+}
+
 /// The process that accepted a socket (fexit on `inet_csk_accept`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,7 +39,8 @@ pub struct OwnerEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
     pub kind: u32,
-    pub _pad: u32,
+    /// `header_flag` bits.
+    pub flags: u32,
     /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC in nanoseconds.
     pub ts_ns: u64,
 }

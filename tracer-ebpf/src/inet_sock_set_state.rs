@@ -25,7 +25,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, Task, filter, flow_mark, kind, tcp_state,
+    CloseEvent, EventHeader, FlowKey, FlowStats, IPPROTO_TCP, StateEvent, Task, filter, flow_mark, header_flag, kind,
+    tcp_state,
 };
 
 use crate::{flow, maps, owner, sock};
@@ -46,7 +47,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: this CPU's slot, checked for null; this copy does not nest.
         unsafe { *p = [id, (*p)[0]] };
     }
-    on_transition(&ctx);
+    on_transition(&ctx, 0);
     0
 }
 
@@ -59,7 +60,7 @@ pub fn set_state_nested(ctx: BtfTracePointContext) -> i32 {
     if taken.contains(&id) {
         return 0;
     }
-    on_transition(&ctx);
+    on_transition(&ctx, header_flag::RECOVERED);
     if let Some(n) = RECOVERED.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, checked for null.
         unsafe { *n += 1 };
@@ -90,8 +91,9 @@ fn transition_id(ctx: &BtfTracePointContext) -> TransitionId {
 
 /// A BPF function of its own, called by both copies: inlined into each,
 /// its locals and the copy's own would not fit one 512-byte stack frame.
+/// `flags`: the event header's `header_flag` bits.
 #[inline(never)]
-fn on_transition(ctx: &BtfTracePointContext) {
+fn on_transition(ctx: &BtfTracePointContext, flags: u32) {
     let sk: *const u8 = ctx.arg(0);
     if sock::protocol(sk) != IPPROTO_TCP {
         return;
@@ -153,6 +155,7 @@ fn on_transition(ctx: &BtfTracePointContext) {
         new,
         owner: &owner,
         current: &current,
+        flags,
     };
     let shipped = if new == tcp_state::CLOSE {
         ship_close(&t, key.as_ref())
@@ -180,6 +183,7 @@ struct Transition<'a> {
     new: u8,
     owner: &'a Task,
     current: &'a Task,
+    flags: u32,
 }
 
 /// Writes the event in place in the ring buffer: built on the stack it
@@ -190,7 +194,7 @@ fn write_state(p: *mut StateEvent, t: &Transition, kind: u32) {
     unsafe {
         (*p).header = EventHeader {
             kind,
-            _pad: 0,
+            flags: t.flags,
             ts_ns: bpf_ktime_get_ns(),
         };
         (*p).sock = t.sock;

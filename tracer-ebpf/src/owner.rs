@@ -92,7 +92,7 @@ pub fn claim(sock: u64) {
     entry.write(tracer_common::OwnerEvent {
         header: tracer_common::EventHeader {
             kind: tracer_common::kind::OWNER,
-            _pad: 0,
+            flags: 0,
             // SAFETY: no preconditions.
             ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
         },

@@ -411,7 +411,7 @@ fn segment_event(
     SegmentEvent {
         header: EventHeader {
             kind: k,
-            _pad: 0,
+            flags: 0,
             ts_ns: seg.ts_ns,
         },
         key: *key,

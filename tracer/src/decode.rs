@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent, hook, kind,
+    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent, header_flag, hook,
+    kind,
 };
 
 use crate::{
@@ -117,6 +118,7 @@ fn state_change(raw: &StateEvent) -> Result<StateChange, DecodeError> {
         new: TcpState(raw.newstate),
         owner: (raw.owner.pid != 0).then(|| Process::new(raw.owner.pid, raw.owner.comm)),
         current: Process::new(raw.current.pid, raw.current.comm),
+        recovered: raw.header.flags & header_flag::RECOVERED != 0,
     })
 }
 
@@ -148,7 +150,7 @@ mod tests {
         StateEvent {
             header: EventHeader {
                 kind: kind::STATE,
-                _pad: 0,
+                flags: 0,
                 ts_ns: 42,
             },
             sock: 0xffff_8880_1234_5678,
@@ -227,7 +229,7 @@ mod tests {
         let seg = SegmentEvent {
             header: EventHeader {
                 kind: kind::PAYLOAD,
-                _pad: 0,
+                flags: 0,
                 ts_ns: 7,
             },
             from: 1,

@@ -62,6 +62,8 @@ pub struct StateChange {
     pub owner: Option<Process>,
     /// The task that ran the transition: softirq may run on any task's time.
     pub current: Process,
+    /// Shipped by the state program's second copy (see `header_flag::RECOVERED`).
+    pub recovered: bool,
 }
 
 impl StateChange {

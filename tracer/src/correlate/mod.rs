@@ -181,15 +181,16 @@ impl Correlator {
 
     /// The kernel's second copy of the state program can deliver a transition
     /// the first copy also took (when several nested transitions on one CPU
-    /// push it out of the first copy's notes). A socket never makes the same
-    /// change twice in a row, so such a repeat is a copy. The copy arrives
+    /// push it out of the first copy's notes). Only its events can be copies,
+    /// and a socket never makes the same change twice in a row, so such an
+    /// event that repeats the socket's last change is a copy. The copy arrives
     /// after the nested transitions, but never after the socket's own next
     /// one: a transition in process context holds the socket's lock, which
     /// sends its packets to the backlog until the transition is done. A birth
     /// repeats only while it is all the socket has done: otherwise the
     /// address belongs to a new socket, whose predecessor's close was lost.
     fn is_repeat(&self, s: &StateChange) -> bool {
-        if s.old == s.new {
+        if !s.recovered || s.old == s.new {
             return false;
         }
         match self.open.get(&s.sock) {
@@ -487,20 +488,22 @@ mod tests {
         for (old, new) in life {
             let s = change("127.0.0.1", "127.0.0.1", old, new);
             c.on_event(&Event::State(s), 10, &mut out);
-            c.on_event(&Event::State(s), 10, &mut out);
+            c.on_event(&Event::State(recovered(s)), 10, &mut out);
         }
-        let close = Event::Close(Close {
-            state: change("127.0.0.1", "127.0.0.1", ESTABLISHED, CLOSE),
-            stats: None,
-        });
-        c.on_event(&close, 20, &mut out);
-        c.on_event(&close, 30, &mut out);
+        let close = change("127.0.0.1", "127.0.0.1", ESTABLISHED, CLOSE);
+        for state in [close, recovered(close)] {
+            c.on_event(&Event::Close(Close { state, stats: None }), 20, &mut out);
+        }
         c.tick(2_000, &mut out);
         // ESTABLISHED -> ESTABLISHED is the kernel's own re-entry, not a copy.
         assert_eq!((c.repeats, c.unfinished), (3, 0));
         assert_eq!(out.len(), 1, "{out:?}");
         let states: Vec<u8> = out[0].states.iter().map(|s| s.state.0).collect();
         assert_eq!(states, [SYN_SENT, ESTABLISHED, CLOSE]);
+    }
+
+    fn recovered(s: StateChange) -> StateChange {
+        StateChange { recovered: true, ..s }
     }
 
     /// A socket whose close never came, its address taken by a new socket:
@@ -513,5 +516,19 @@ mod tests {
             c.on_event(&Event::State(change("127.0.0.1", "127.0.0.1", old, new)), 10, &mut out);
         }
         assert_eq!((c.unfinished, c.open_sockets()), (1, 1));
+    }
+
+    /// A client's birth is the same for every socket at one address (its port
+    /// is bound later): one the first copy shipped is a new socket, not a copy,
+    /// even when the socket before it was never heard of again.
+    #[test]
+    fn an_identical_birth_from_the_first_copy_is_a_new_socket() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let birth = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT);
+        for s in [birth, birth, recovered(birth)] {
+            c.on_event(&Event::State(s), 10, &mut out);
+        }
+        assert_eq!((c.unfinished, c.repeats, c.open_sockets()), (1, 1, 1));
     }
 }

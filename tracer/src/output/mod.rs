@@ -230,6 +230,7 @@ pub(crate) mod tests {
             new: TcpState(new),
             owner: Some(Process::new(4242, comm("cu\"rl"))),
             current: Process::new(1, comm("swapper/0")),
+            recovered: false,
         }
     }
 
