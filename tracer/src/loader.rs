@@ -73,9 +73,11 @@ pub struct Programs {
     recovered: PerCpuArray<MapData, u64>,
     flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
     wants: HashMap<MapData, FlowKey, Want>,
-    /// Whether `wants` holds any entry, for the classifier, and which it holds.
+    /// Whether `wants` holds any entry, for the classifier.
     wants_live: aya::maps::Array<MapData, u32>,
+    /// The keys `wants` holds.
     wanted: std::collections::HashSet<FlowKey, foldhash::fast::RandomState>,
+    /// What `wants_live` was last set to.
     told_live: u32,
     /// Map updates the kernel refused (a full table): counted, reported.
     pub want_errors: u64,
@@ -107,10 +109,12 @@ impl Programs {
         if live == self.told_live {
             return;
         }
-        self.told_live = live;
-        if let Err(e) = self.wants_live.set(0, live, 0) {
-            self.want_errors += 1;
-            log::debug!("cannot tell the classifier whether payload requests exist: {e}");
+        match self.wants_live.set(0, live, 0) {
+            Ok(()) => self.told_live = live,
+            Err(e) => {
+                self.want_errors += 1;
+                log::debug!("cannot tell the classifier whether payload requests exist: {e}");
+            }
         }
     }
 
@@ -157,7 +161,6 @@ fn filter_bits(s: &Settings) -> u32 {
     .fold(0, |acc, (_, bit)| acc | bit)
 }
 
-/// Port -> role bits, for the `PORTS` map.
 /// The kernel's port sets, by `port_set` index.
 fn port_sets(s: &Settings) -> Vec<PortBits> {
     let mut sets = vec![[0u64; port_set::WORDS]; port_set::COUNT as usize];
