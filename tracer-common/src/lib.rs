@@ -189,11 +189,24 @@ pub struct DirCounters {
     pub bytes: u64,
     pub flags: [u32; 8],
     pub retransmits: u32,
-    /// Sequence number of this direction's SYN (valid when `has_isn` is 1).
+    /// Sequence number of this direction's first SYN (valid unless `has_isn`
+    /// is `syn_seen::NO`).
     pub isn: u32,
+    /// A `syn_seen` value.
     pub has_isn: u32,
-    /// Payload heads this share shipped without a `Want` entry.
+    /// Payload heads shipped without a `Want` entry.
     pub captured: u32,
+    /// When this direction's first SYN was seen (kernel monotonic ns).
+    pub syn_ts: u64,
+}
+
+/// What a flow's direction has shown of its SYN (`DirCounters::has_isn`).
+pub mod syn_seen {
+    pub const NO: u32 = 0;
+    /// A SYN without ACK: this direction opened the connection.
+    pub const OPENER: u32 = 1;
+    /// A SYN with ACK: this direction answered.
+    pub const ANSWER: u32 = 2;
 }
 
 /// A flow's record in the kernel's flow table.
@@ -204,28 +217,6 @@ pub struct FlowStats {
     /// `flow_mark` bits, set by the state program (64-bit: BPF's atomic OR
     /// needs it without cpu v3).
     pub marks: u64,
-}
-
-impl FlowStats {
-    /// Adds another CPU's share: the classifier counts per CPU, without
-    /// atomics, and a flow's totals are the sum of its per-CPU records.
-    #[inline(always)]
-    pub fn merge(&mut self, other: &FlowStats) {
-        for i in 0..2 {
-            let (d, o) = (&mut self.dir[i], &other.dir[i]);
-            d.packets += o.packets;
-            d.bytes += o.bytes;
-            for f in 0..8 {
-                d.flags[f] += o.flags[f];
-            }
-            d.retransmits += o.retransmits;
-            if o.has_isn != 0 {
-                d.isn = o.isn;
-                d.has_isn = 1;
-            }
-        }
-        self.marks |= other.marks;
-    }
 }
 
 /// Bits of `FlowStats::marks`.
@@ -268,12 +259,17 @@ pub struct SegmentEvent {
     /// Where in the payload the captured bytes start (PAYLOAD events only):
     /// userspace may ask for bytes from the middle of a segment on.
     pub head_off: u32,
-    pub _pad2: u32,
+    /// Each endpoint's `syn_seen` value and ISN, as the flow's record has
+    /// them (PAYLOAD events only): SYNs do not cross the ring buffer unless
+    /// every segment does, and protocol detection needs the handshake.
+    pub syn: [u8; 2],
+    pub _pad2: [u8; 2],
+    pub isn: [u32; 2],
 }
 
 pub const MAX_CAPTURE: usize = 2048;
 
-/// Payload heads a flow's direction ships (per CPU) before userspace says
+/// Payload heads a flow's direction ships before userspace says
 /// what it wants: enough for a short exchange that ends before userspace
 /// has read its first bytes, few enough that a bulk transfer costs nothing.
 pub const DEFAULT_HEADS: u32 = 16;
@@ -419,30 +415,12 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<StateEvent>(), 104);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<DirCounters>(), 64);
-        assert_eq!(size_of::<FlowStats>(), 136);
-        assert_eq!(size_of::<SegmentEvent>(), 88);
+        assert_eq!(size_of::<DirCounters>(), 72);
+        assert_eq!(size_of::<FlowStats>(), 152);
+        assert_eq!(size_of::<SegmentEvent>(), 96);
         assert_eq!(size_of::<Want>(), 12);
-        assert_eq!(size_of::<CloseEvent>(), 248);
+        assert_eq!(size_of::<CloseEvent>(), 264);
         assert_eq!(size_of::<OwnerEvent>(), 48);
-    }
-
-    #[test]
-    fn per_cpu_shares_merge_into_totals() {
-        let mut a = FlowStats::default();
-        a.dir[0].packets = 3;
-        a.dir[0].flags[4] = 3;
-        a.marks = flow_mark::TRACED;
-        let mut b = FlowStats::default();
-        b.dir[0].packets = 2;
-        b.dir[1].bytes = 100;
-        b.dir[1].isn = 7;
-        b.dir[1].has_isn = 1;
-        b.marks = flow_mark::CLOSED;
-        a.merge(&b);
-        assert_eq!((a.dir[0].packets, a.dir[0].flags[4], a.dir[1].bytes), (5, 3, 100));
-        assert_eq!((a.dir[1].isn, a.dir[1].has_isn), (7, 1));
-        assert_eq!(a.marks, flow_mark::TRACED | flow_mark::CLOSED);
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     unsafe {
         write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;
-        let found = key.is_some_and(|k| flow::mark_and_total(k, marks, &raw mut (*p).stats));
+        let found = key.is_some_and(|k| flow::mark_and_copy(k, marks, &raw mut (*p).stats));
         if !found {
             (*p).stats = FlowStats::default();
         }

@@ -289,11 +289,7 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
     let stats = flow_for(&key, from, &seg)?;
     flow::count(stats, from, seg.flags, seg.payload_len);
     if seg.flags & tcp_flag::SYN != 0 {
-        // SAFETY: map value pointer, checked for null.
-        unsafe {
-            (*stats).dir[from & 1].isn = seg.seq;
-            (*stats).dir[from & 1].has_isn = 1;
-        }
+        flow::note_syn(stats, from, seg.flags, seg.seq, seg.ts_ns);
     }
     ship(ctx, hook, &seg, &key, from, stats);
     Some(())
@@ -306,11 +302,11 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
 fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_common::FlowStats> {
     let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
     if let Some(s) = flow::FLOWS.get_ptr_mut(key) {
-        if !opening || !flow::is_new_connection(key, from, seg.flags, seg.seq) {
+        if !opening || !flow::is_new_connection(s, from, seg.flags, seg.seq) {
             return Some(s);
         }
         forget_wants(key);
-        return flow::reset(key);
+        return Some(flow::reset(s));
     } else if !opening {
         return None;
     }
@@ -341,11 +337,13 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
         && maps::capture_bytes() > 0
         && let Some(head) = payload_wanted(seg, key, from, stats)
     {
-        ship_payload(ctx, hook, seg, key, from, head, late);
+        ship_payload(ctx, hook, seg, key, from, head.with_handshake(stats), late);
         return;
     }
-    let dialog = seg.flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0;
-    if dialog || late || maps::filters() & filter::ALL_SEGMENTS != 0 {
+    // SYNs and FINs are in the flow's record (counts, ISNs, SYN times) and
+    // the socket's states; a reset, rare, says on its own who aborted.
+    let abort = seg.flags & tcp_flag::RST != 0;
+    if abort || late || maps::filters() & filter::ALL_SEGMENTS != 0 {
         ship_segment(ctx, hook, seg, key, from, late);
     }
 }
@@ -355,6 +353,33 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
 struct Head {
     off: u32,
     wake: bool,
+    /// Each endpoint's `syn_seen` value and ISN, from the flow's record.
+    syn: [u8; 2],
+    isn: [u32; 2],
+}
+
+impl Head {
+    fn new(off: u32, wake: bool) -> Self {
+        Self {
+            off,
+            wake,
+            syn: [0; 2],
+            isn: [0; 2],
+        }
+    }
+
+    /// What the flow's record knows of its handshake, which userspace needs
+    /// to place the bytes: SYNs reach it only when every segment does.
+    #[inline(always)]
+    fn with_handshake(mut self, stats: *const tracer_common::FlowStats) -> Self {
+        for i in 0..2 {
+            // SAFETY: the flow's record, checked for null by the caller.
+            let d = unsafe { &(*stats).dir[i] };
+            self.syn[i] = d.has_isn as u8;
+            self.isn[i] = d.isn;
+        }
+        self
+    }
 }
 
 /// The head of this segment's payload that userspace wants, if any.
@@ -375,25 +400,23 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
                 return None;
             }
             let off = first.wrapping_sub(seg.seq) as i32;
-            Some(Head {
-                off: if off > 0 { off as u32 } else { 0 },
-                wake: false,
-            })
+            Some(Head::new(if off > 0 { off as u32 } else { 0 }, false))
         }
         Some((want::NONE, _)) => None,
         _ => {
-            // SAFETY: this CPU's share of the flow's record, checked for null.
-            let shipped = unsafe { &mut (*stats).dir[d].captured };
-            if *shipped >= DEFAULT_HEADS {
+            // SAFETY: the flow's record, checked for null.
+            let shipped = unsafe { &raw mut (*stats).dir[d].captured };
+            // SAFETY: as above.
+            let before = unsafe { *shipped };
+            if before >= DEFAULT_HEADS {
                 return None;
             }
-            *shipped += 1;
+            // Both ends' CPUs may ship heads of one direction at once: at
+            // worst one more than the budget.
+            flow::add32(shipped, 1);
             // Half the budget gone and userspace still silent: a long
             // exchange, whose later heads need its word before the rest is spent.
-            Some(Head {
-                off: 0,
-                wake: *shipped == DEFAULT_HEADS / 2,
-            })
+            Some(Head::new(0, before + 1 == DEFAULT_HEADS / 2))
         }
     }
 }
@@ -427,7 +450,9 @@ fn segment_event(
         late: late as u8,
         captured: 0,
         head_off: 0,
-        _pad2: 0,
+        syn: [0; 2],
+        _pad2: [0; 2],
+        isn: [0; 2],
     }
 }
 
@@ -448,7 +473,7 @@ static PAYLOAD_SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::with_max_entrie
 
 #[inline(always)]
 fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, head: Head, late: bool) {
-    let (off, wake) = (head.off, head.wake);
+    let Head { off, wake, syn, isn } = head;
     let Some(p) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -478,6 +503,7 @@ fn ship_payload(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: u
     let mut head = segment_event(ctx, hook, seg, key, from, kind::PAYLOAD, late);
     head.captured = captured as u16;
     head.head_off = off;
+    (head.syn, head.isn) = (syn, isn);
     // SAFETY: as above; the length is bounded by the scratch event's size.
     let bytes = unsafe {
         (*p).segment = head;

@@ -4,11 +4,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent, header_flag, hook,
-    kind,
+    kind, syn_seen,
 };
 
 use crate::{
-    event::{Close, Event, Family, Hook, Process, Segment, StateChange},
+    event::{Close, Event, Family, Handshake, Hook, Process, Segment, StateChange},
     state::TcpState,
 };
 
@@ -86,6 +86,14 @@ fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
         payload,
         head_off: raw.head_off,
         late: raw.late != 0,
+        handshake: handshake(raw),
+    }
+}
+
+fn handshake(raw: &SegmentEvent) -> Handshake {
+    Handshake {
+        isn: [0, 1].map(|i| (u32::from(raw.syn[i]) != syn_seen::NO).then_some(raw.isn[i])),
+        opener: (0..2).find(|&i| u32::from(raw.syn[i]) == syn_seen::OPENER),
     }
 }
 

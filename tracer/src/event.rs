@@ -115,6 +115,17 @@ pub struct Segment {
     pub head_off: u32,
     /// Shipped after a socket of its flow closed: counted by userspace.
     pub late: bool,
+    /// What the flow's kernel record knew of the handshake (payload heads only).
+    pub handshake: Handshake,
+}
+
+/// A flow's handshake as the kernel's record has it: each endpoint's ISN and
+/// which endpoint opened. SYNs cross the ring buffer only when every segment
+/// does, so payload heads carry what protocol detection needs of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    pub isn: [Option<u32>; 2],
+    pub opener: Option<usize>,
 }
 
 impl Segment {

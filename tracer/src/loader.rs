@@ -71,7 +71,7 @@ pub struct Programs {
     _ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
     recovered: PerCpuArray<MapData, u64>,
-    flows: aya::maps::PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    flows: HashMap<MapData, FlowKey, FlowStats>,
     wants: HashMap<MapData, FlowKey, Want>,
     /// Whether `wants` holds any entry, for the classifier.
     wants_live: aya::maps::Array<MapData, u32>,
@@ -118,15 +118,9 @@ impl Programs {
         }
     }
 
-    /// A flow's counters right now, summed over its per-CPU shares: for
-    /// sockets still open at exit.
+    /// A flow's counters right now: for sockets still open at exit.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
-        let shares = self.flows.get(key, 0).ok()?;
-        let mut total = FlowStats::default();
-        for share in shares.iter() {
-            total.merge(share);
-        }
-        Some(total)
+        self.flows.get(key, 0).ok()
     }
 
     /// Events the kernel could not put on the ring buffer because it was full.
@@ -186,7 +180,6 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         .override_global("FILTERS", &filters, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CAPTURE_BYTES", &settings.capture_bytes, true)
-        .override_global("NR_CPUS", &nr_cpus()?, true)
         .override_global("SOCK_LAYOUT", &crate::btf::sock_layout()?, true)
         .map_max_entries("EVENTS", settings.ring_bytes)
         .map_max_entries("FLOWS", settings.max_flows.max(1))
@@ -237,7 +230,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(map_err("DROPS"))?;
     let recovered = PerCpuArray::try_from(take(&mut ebpf, "RECOVERED")?).map_err(map_err("RECOVERED"))?;
-    let flows = aya::maps::PerCpuHashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
+    let flows = HashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     let wants = HashMap::try_from(take(&mut ebpf, "WANTS")?).map_err(map_err("WANTS"))?;
     let wants_live = aya::maps::Array::try_from(take(&mut ebpf, "WANTS_LIVE")?).map_err(map_err("WANTS_LIVE"))?;
     Ok(Loaded {
@@ -255,16 +248,6 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
         logger,
         events,
     })
-}
-
-/// Possible CPUs: the kernel's flow records have a share on each.
-fn nr_cpus() -> Result<u32, LoadError> {
-    aya::util::nr_cpus()
-        .map(|n| n as u32)
-        .map_err(|(path, e)| LoadError::Map {
-            map: "FLOWS",
-            reason: format!("cannot read {path}: {e}"),
-        })
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {

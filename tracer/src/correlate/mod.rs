@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 // because remote peers choose half of every flow key.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use tracer_common::{FlowKey, FlowStats, tcp_flag, tcp_state};
+use tracer_common::{FlowKey, FlowStats, syn_seen, tcp_flag, tcp_state};
 
 use crate::{
     connection::{App, Connection},
-    event::{Close, Event, Process, Segment, StateChange},
+    event::{Close, Event, Handshake, Process, Segment, StateChange},
     protocol::{Control, Tracker},
     state::TcpState,
 };
@@ -52,6 +52,22 @@ struct FlowLog {
     /// Lifecycles attached to this flow (two on loopback).
     sockets: u32,
     last_seen_ns: u64,
+}
+
+impl FlowLog {
+    /// Whether a payload head's copy of the kernel's record names ISNs other
+    /// than those held: a new connection on a reused 4-tuple.
+    fn is_other(&self, h: &Handshake) -> bool {
+        (0..2).any(|i| matches!((self.isn[i], h.isn[i]), (Some(a), Some(b)) if a != b))
+    }
+
+    /// Takes the handshake from a payload head, where no SYN was shipped.
+    fn learn(&mut self, h: &Handshake) {
+        for i in 0..2 {
+            self.isn[i] = self.isn[i].or(h.isn[i]);
+        }
+        self.opener = self.opener.or(h.opener);
+    }
 }
 
 /// How long a flow's segments wait for a socket to claim them: a flow of an
@@ -278,19 +294,20 @@ impl Correlator {
     fn on_segment(&mut self, seg: &Segment, now_ns: u64) {
         let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
         let log = self.flows.entry(seg.key).or_default();
+        let (controls, gaps) = (&mut self.controls, &mut self.payload_gaps);
         if opening && log.sockets == 0 && (!log.segments.is_empty() || log.proto.is_some()) {
             // A new connection on a 4-tuple whose last one is gone.
             let old = std::mem::take(log);
-            self.controls.extend(retire(seg.key, &old, &mut self.payload_gaps));
-        } else if opening && log.isn[seg.from].is_some_and(|isn| isn != seg.seq) {
+            controls.extend(retire(seg.key, &old, gaps));
+        } else if opening && log.isn[seg.from].is_some_and(|isn| isn != seg.seq) || log.is_other(&seg.handshake) {
             // Reused while the last one's sockets are still held: its bytes
             // are another conversation.
             let old = log.proto.take();
-            self.controls
-                .extend(retire_tracker(seg.key, old.as_deref(), &mut self.payload_gaps));
+            controls.extend(retire_tracker(seg.key, old.as_deref(), gaps));
             (log.isn, log.syn_ts, log.opener) = Default::default();
         }
         log.last_seen_ns = now_ns;
+        log.learn(&seg.handshake);
         if seg.has(tcp_flag::SYN) {
             log.syn_ts[seg.from].get_or_insert(seg.ts_ns);
             log.isn[seg.from].get_or_insert(seg.seq);
@@ -411,7 +428,7 @@ impl Correlator {
             role,
             View {
                 stats,
-                syn_ts: log.map_or([None; 2], |l| l.syn_ts),
+                syn_ts: syn_times(log.map_or([None; 2], |l| l.syn_ts), stats),
                 late: &late,
                 segments,
                 open_at_exit: at_exit.is_some(),
@@ -445,6 +462,19 @@ impl Correlator {
             }
         }
     }
+}
+
+/// When each endpoint's SYN was seen: from its shipped SYN, else from the
+/// kernel's record (SYNs are shipped only when every segment is).
+fn syn_times(shipped: [Option<u64>; 2], stats: Option<&FlowStats>) -> [Option<u64>; 2] {
+    [0, 1].map(|i| {
+        shipped[i].or_else(|| {
+            stats
+                .map(|s| &s.dir[i])
+                .filter(|d| d.has_isn != syn_seen::NO)
+                .map(|d| d.syn_ts)
+        })
+    })
 }
 
 /// The kernel instruction that forgets a flow's payload requests, if it had

@@ -252,6 +252,7 @@ pub(crate) mod tests {
             payload: None,
             head_off: 0,
             late: false,
+            handshake: Default::default(),
         };
         let (syn, ack, psh, fin) = (tcp_flag::SYN, tcp_flag::ACK, tcp_flag::PSH, tcp_flag::FIN);
         let segments = vec![
