@@ -38,8 +38,8 @@ pub struct Tracker {
     from_start: bool,
     streams: [Stream; 2],
     app: App,
-    /// Heads received per side: the kernel ships `DEFAULT_HEADS` per CPU on
-    /// its own, and needs an entry before they run out.
+    /// Heads received per side: the kernel ships `DEFAULT_HEADS` on its own,
+    /// and needs an entry before they run out.
     heads: [u32; 2],
     /// What the kernel was last told, if anything.
     told: Option<Want>,
