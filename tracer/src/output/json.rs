@@ -11,6 +11,7 @@ use crate::{
 };
 
 /// The socket address is a kernel pointer: a string, as JSON numbers lose its low bits.
+#[inline(always)]
 fn sock(out: &mut String, sock: u64) {
     let _ = write!(out, "\"{sock:#x}\"");
 }
@@ -68,6 +69,7 @@ pub fn packet(clock: &WallClock, iface: &str, seg: &Segment, out: &mut String) {
 }
 
 /// `,"name":` (the first key of an object is written by hand).
+#[inline(always)]
 pub(crate) fn key(out: &mut String, name: &str) {
     out.push_str(",\"");
     out.push_str(name);
@@ -75,12 +77,14 @@ pub(crate) fn key(out: &mut String, name: &str) {
 }
 
 /// `"s"` for strings that need no escaping (names this program chose).
+#[inline(always)]
 pub(crate) fn plain(out: &mut String, s: &str) {
     out.push('"');
     out.push_str(s);
     out.push('"');
 }
 
+#[inline(always)]
 fn quoted_ip(out: &mut String, addr: std::net::IpAddr) {
     out.push('"');
     ip(out, addr);
@@ -88,6 +92,7 @@ fn quoted_ip(out: &mut String, addr: std::net::IpAddr) {
 }
 
 /// `,"laddr":..,"lport":..,"raddr":..,"rport":..`, as states and connections share them.
+#[inline(always)]
 fn endpoints(out: &mut String, local: (std::net::IpAddr, u16), remote: (std::net::IpAddr, u16)) {
     for ((addr, port), (a, p)) in [(local, ("laddr", "lport")), (remote, ("raddr", "rport"))] {
         key(out, a);
@@ -97,12 +102,14 @@ fn endpoints(out: &mut String, local: (std::net::IpAddr, u16), remote: (std::net
     }
 }
 
+#[inline(always)]
 fn pair(out: &mut String, name: &str, tx: u64, rx: u64) {
     key(out, name);
     tx_rx(out, tx, rx, num);
 }
 
 /// `{"tx":..,"rx":..}`, each direction written by `each`.
+#[inline(always)]
 pub(crate) fn tx_rx<T>(out: &mut String, tx: T, rx: T, mut each: impl FnMut(&mut String, T)) {
     out.push_str("{\"tx\":");
     each(out, tx);
@@ -132,6 +139,26 @@ pub(crate) fn counts<'a>(out: &mut String, named: impl IntoIterator<Item = (&'a 
         }
         plain(out, name);
         out.push(':');
+        num(out, n);
+    }
+    out.push('}');
+}
+
+/// `{"FIN":n,..}` in `FLAG_NAMES` order: each key written whole, as one
+/// of these is printed twice for every socket.
+fn flag_counts(out: &mut String, t: &crate::connection::Traffic) {
+    const KEYS: [&str; 8] = [
+        "{\"FIN\":",
+        ",\"SYN\":",
+        ",\"RST\":",
+        ",\"PSH\":",
+        ",\"ACK\":",
+        ",\"URG\":",
+        ",\"ECE\":",
+        ",\"CWR\":",
+    ];
+    for (k, n) in KEYS.into_iter().zip(t.flags) {
+        out.push_str(k);
         num(out, n);
     }
     out.push('}');
@@ -173,9 +200,7 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
     pair(out, "packets", c.tx.packets, c.rx.packets);
     pair(out, "bytes", c.tx.bytes, c.rx.bytes);
     key(out, "flags");
-    tx_rx(out, &c.tx, &c.rx, |out, t| {
-        counts(out, FLAG_NAMES.iter().copied().zip(t.flags))
-    });
+    tx_rx(out, &c.tx, &c.rx, flag_counts);
     key(out, "retransmits");
     num(out, c.retransmits);
     key(out, "close");
@@ -325,6 +350,18 @@ mod tests {
         );
         assert_eq!(v["flags"], serde_json::json!(["SYN", "ACK"]));
         assert_eq!((v["sport"].as_u64(), v["dport"].as_u64()), (Some(8080), Some(43210)));
+    }
+
+    #[test]
+    fn flag_counts_name_every_flag_in_order() {
+        let t = crate::connection::Traffic {
+            flags: [1, 2, 3, 4, 5, 6, 7, 8],
+            ..Default::default()
+        };
+        let (mut fast, mut named) = (String::new(), String::new());
+        flag_counts(&mut fast, &t);
+        counts(&mut named, FLAG_NAMES.iter().copied().zip(t.flags));
+        assert_eq!(fast, named);
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl<W: Write> Output<W> {
 }
 
 /// Microseconds from nanoseconds, with three decimals: `12.345`.
+#[inline(always)]
 pub(crate) fn micros(out: &mut String, ns: u64) {
     num(out, ns / 1000);
     out.push('.');
@@ -176,6 +177,7 @@ pub(crate) fn micros(out: &mut String, ns: u64) {
 }
 
 /// An integer in decimal, without `fmt`'s machinery.
+#[inline(always)]
 pub(crate) fn num(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
