@@ -2,7 +2,12 @@
 //! (`cargo xtask record`: storm connections, keep-alive exchanges, a bulk
 //! transfer, aborts and refused connects, every segment of each) replayed
 //! through decode, correlation and JSON output, stage by stage and end to end.
-use std::{hint::black_box, io::Write};
+use std::{
+    alloc::{GlobalAlloc, Layout as AllocLayout},
+    hint::black_box,
+    io::Write,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
@@ -13,9 +18,64 @@ use tracer::{
     output::{Format, Layout, Output},
 };
 
-// The daemon's allocator: this replays what the daemon does.
+/// The daemon's allocator, counted while `COUNTING` is set: this replays
+/// what the daemon does, and says how often it allocates.
+struct Counted;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to mimalloc unchanged.
+unsafe impl GlobalAlloc for Counted {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        count();
+        // SAFETY: as the caller promised.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
+        count();
+        // SAFETY: as the caller promised.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: as the caller promised.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        // SAFETY: as the caller promised.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+}
+
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: Counted = Counted;
+
+/// Allocations (and reallocations) of one end-to-end replay, written beside
+/// criterion's figures for `cargo xtask bench`.
+fn allocations(records: &[Vec<u8>]) {
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let connections = black_box(replay(records, true));
+    COUNTING.store(false, Ordering::Relaxed);
+    let n = ALLOCATIONS.load(Ordering::Relaxed);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion/pipeline");
+    let _ = std::fs::create_dir_all(dir);
+    let json = format!(
+        "{{\"allocations\":{n},\"events\":{},\"connections\":{connections}}}\n",
+        records.len()
+    );
+    let _ = std::fs::write(format!("{dir}/allocations.json"), json);
+}
 
 fn records() -> Vec<Vec<u8>> {
     let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/stream.bin")).expect("stream.bin");
@@ -48,17 +108,20 @@ fn ts(e: &Event) -> Option<u64> {
     }
 }
 
-/// Decode, correlate and (optionally) print every record, as the daemon does.
+/// Decode, correlate and (optionally) print every record, as the daemon does;
+/// returns the connection records made.
 fn replay(records: &[Vec<u8>], print: bool) -> u64 {
     let mut correlator = Correlator::new(limits());
     let mut output = Output::new(Format::Json, Layout::default(), WallClock::fixed(0, 0), std::io::sink());
     let mut finished = Vec::new();
     let mut now = 0;
+    let mut made = 0;
     for r in records {
         let Ok(mut event) = decode(r) else { continue };
         now = ts(&event).map_or(now, |t| now.max(t));
         correlator.resolve_owner(&mut event);
         correlator.on_event(&event, now, &mut finished);
+        made += finished.len() as u64;
         for c in finished.drain(..) {
             if print {
                 output.connection(&c).unwrap();
@@ -66,14 +129,14 @@ fn replay(records: &[Vec<u8>], print: bool) -> u64 {
         }
     }
     correlator.flush(now + 1_000_000_000, |_| None, &mut finished);
-    let n = finished.len() as u64;
     output.flush().unwrap();
     let _ = std::io::sink().flush();
-    n
+    made + finished.len() as u64
 }
 
 fn pipeline(c: &mut Criterion) {
     let records = records();
+    allocations(&records);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("decode", |b| {

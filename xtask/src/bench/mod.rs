@@ -135,6 +135,7 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
     eprintln!("bench: userspace pipeline (cargo bench)");
     let mut r = report::Report::new(&samples, bulk, memory);
     r.pipeline = pipeline::run(&crate::build::workspace_root())?;
+    r.allocations = Some(pipeline::allocations(&crate::build::workspace_root())?);
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&r.json())?);
     } else {

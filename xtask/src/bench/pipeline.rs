@@ -4,7 +4,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use super::report::Pipeline;
+use super::report::{Allocations, Pipeline};
 use crate::status;
 
 const STAGES: [&str; 3] = ["decode", "decode_correlate", "end_to_end"];
@@ -18,6 +18,18 @@ fn records(stream: &Path) -> Result<u64> {
         n += 1;
     }
     Ok(n)
+}
+
+/// What the bench counted in one end-to-end replay.
+pub fn allocations(root: &Path) -> Result<Allocations> {
+    let path = root.join("target/criterion/pipeline/allocations.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {}", path.display()))?)?;
+    let field = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {}", path.display()));
+    Ok(Allocations {
+        allocations: field("allocations")?,
+        events: field("events")?,
+        connections: field("connections")?,
+    })
 }
 
 pub fn run(root: &Path) -> Result<Vec<Pipeline>> {

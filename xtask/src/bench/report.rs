@@ -11,12 +11,21 @@ pub struct Pipeline {
     pub ns_per_event: f64,
 }
 
+/// Heap allocations (and reallocations) in one end-to-end replay of the
+/// recorded stream, from the bench's counting allocator.
+pub struct Allocations {
+    pub allocations: u64,
+    pub events: u64,
+    pub connections: u64,
+}
+
 pub struct Report {
     rows: Vec<Row>,
     progs: Vec<(String, ProgRun, ProgRun)>,
     bulk: Bulk,
     memory: Memory,
     pub pipeline: Vec<Pipeline>,
+    pub allocations: Option<Allocations>,
 }
 
 struct Row {
@@ -91,6 +100,7 @@ impl Report {
             bulk,
             memory,
             pipeline: Vec::new(),
+            allocations: None,
         }
     }
 
@@ -184,6 +194,18 @@ impl Report {
                 ">= 1,000,000 events/s".into(),
                 format!("{eps:.0} events/s"),
                 eps >= 1e6,
+            ));
+        }
+        if let Some(a) = &self.allocations {
+            t.push((
+                "userspace allocations per event".into(),
+                "0 in steady state".into(),
+                format!(
+                    "{:.2} per event ({:.1} per connection record)",
+                    a.allocations as f64 / a.events.max(1) as f64,
+                    a.allocations as f64 / a.connections.max(1) as f64
+                ),
+                a.allocations == 0,
             ));
         }
         let mib = self.memory.rss_bytes as f64 / (1 << 20) as f64;
@@ -314,7 +336,10 @@ impl Report {
             .iter()
             .map(|p| json!({"stage": p.stage, "ns_per_event": json_number(p.ns_per_event)}))
             .collect();
-        json!({"storm": rows, "programs": progs, "pipeline": pipeline,
+        let allocations = self.allocations.as_ref().map(
+            |a| json!({"allocations": a.allocations, "events": a.events, "connections": a.connections}),
+        );
+        json!({"storm": rows, "programs": progs, "pipeline": pipeline, "allocations": allocations,
                "bulk": {"ratio": json_number(self.bulk.ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes},
                "memory": {"connections": self.memory.connections, "rss_bytes": self.memory.rss_bytes, "map_bytes": self.memory.map_bytes},
                "targets": targets})
