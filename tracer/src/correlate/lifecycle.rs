@@ -106,7 +106,9 @@ impl Lifecycle {
         let (mut tx, mut rx) = view
             .stats
             .map_or_else(Default::default, |s| (pick(s, local), pick(s, 1 - local)));
-        for seg in view.late {
+        // Ring order is not time order across CPUs: filter, do not bisect.
+        let late = |s: &&Segment| view.late_after.is_some_and(|t| s.ts_ns > t);
+        for seg in view.segments.iter().filter(late) {
             if seg.from == local { tx.add(seg) } else { rx.add(seg) }
         }
         let start = self.start_ns(view.syn_ts[1 - local]);
@@ -187,7 +189,9 @@ pub struct View<'a> {
     pub stats: Option<&'a FlowStats>,
     /// When each endpoint's SYN was seen.
     pub syn_ts: [Option<u64>; 2],
-    pub late: &'a [Segment],
+    /// Segments after this time (the close whose counters `stats` are)
+    /// count on top of them.
+    pub late_after: Option<u64>,
     pub segments: &'a [Segment],
     pub open_at_exit: bool,
     pub now_ns: u64,

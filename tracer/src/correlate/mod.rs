@@ -418,18 +418,17 @@ impl Correlator {
             Some(s) => s.as_ref(),
             None => life.closed.as_ref().and_then(|c| c.1.as_deref()),
         };
-        let close_ts = life.closed.as_ref().map(|c| c.0);
-        // Ring order is not time order across CPUs: filter, do not bisect.
-        let late: Vec<Segment> = match (close_ts, stats) {
-            (Some(t), Some(_)) => segments.iter().filter(|s| s.ts_ns > t).cloned().collect(),
-            _ => Vec::new(),
+        // Segments after the close are not in its counters: they count on top.
+        let late_after = match (&life.closed, stats) {
+            (Some(c), Some(_)) => Some(c.0),
+            _ => None,
         };
         let mut conn = life.connection(
             role,
             View {
                 stats,
                 syn_ts: syn_times(log.map_or([None; 2], |l| l.syn_ts), stats),
-                late: &late,
+                late_after,
                 segments,
                 open_at_exit: at_exit.is_some(),
                 now_ns,

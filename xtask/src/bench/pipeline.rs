@@ -23,7 +23,8 @@ fn records(stream: &Path) -> Result<u64> {
 /// What the bench counted in one end-to-end replay.
 pub fn allocations(root: &Path) -> Result<Allocations> {
     let path = root.join("target/criterion/pipeline/allocations.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {}", path.display()))?)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {}", path.display()))?)?;
     let field = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {}", path.display()));
     Ok(Allocations {
         allocations: field("allocations")?,

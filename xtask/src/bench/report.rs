@@ -336,9 +336,10 @@ impl Report {
             .iter()
             .map(|p| json!({"stage": p.stage, "ns_per_event": json_number(p.ns_per_event)}))
             .collect();
-        let allocations = self.allocations.as_ref().map(
-            |a| json!({"allocations": a.allocations, "events": a.events, "connections": a.connections}),
-        );
+        let allocations = self
+            .allocations
+            .as_ref()
+            .map(|a| json!({"allocations": a.allocations, "events": a.events, "connections": a.connections}));
         json!({"storm": rows, "programs": progs, "pipeline": pipeline, "allocations": allocations,
                "bulk": {"ratio": json_number(self.bulk.ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes},
                "memory": {"connections": self.memory.connections, "rss_bytes": self.memory.rss_bytes, "map_bytes": self.memory.map_bytes},
