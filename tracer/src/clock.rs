@@ -38,25 +38,20 @@ impl WallClock {
     }
 
     /// RFC 3339 in UTC with nanoseconds: `2026-11-22T02:05:00.123456789Z`.
+    /// Filled into a fixed buffer and pushed once: this runs for every line
+    /// of `--events` and every record.
     pub fn rfc3339(&self, mono: u64, out: &mut String) {
         let (days, secs, nanos) = split(self.unix_ns(mono));
         let (y, m, d) = civil_from_days(days);
-        // Digits by hand: this runs for every record, and `write!` with
-        // padding is the slowest part of printing one.
-        digits(out, y as u64, 4);
-        out.push('-');
-        digits(out, u64::from(m), 2);
-        out.push('-');
-        digits(out, u64::from(d), 2);
-        out.push('T');
-        digits(out, (secs / 3600) as u64, 2);
-        out.push(':');
-        digits(out, (secs / 60 % 60) as u64, 2);
-        out.push(':');
-        digits(out, (secs % 60) as u64, 2);
-        out.push('.');
-        digits(out, nanos as u64, 9);
-        out.push('Z');
+        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        put(&mut b[0..4], y as u64);
+        put(&mut b[5..7], u64::from(m));
+        put(&mut b[8..10], u64::from(d));
+        put(&mut b[11..13], (secs / 3600) as u64);
+        put(&mut b[14..16], (secs / 60 % 60) as u64);
+        put(&mut b[17..19], (secs % 60) as u64);
+        put(&mut b[20..29], nanos as u64);
+        out.push_str(std::str::from_utf8(&b).expect("ASCII digits"));
     }
 
     /// Local-day time of day in UTC with microseconds: `02:05:00.123456`.
@@ -83,10 +78,20 @@ pub fn digits(out: &mut String, mut v: u64, width: usize) {
     out.extend(buf[..width].iter().map(|&b| char::from(b)));
 }
 
-/// Unix ns -> (days since epoch, seconds into the day, nanoseconds).
+/// `v`'s last `slot.len()` decimal digits into `slot`, zero-padded.
+fn put(slot: &mut [u8], mut v: u64) {
+    for c in slot.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Unix ns -> (days since epoch, seconds into the day, nanoseconds), in
+/// 64-bit arithmetic (years 1678 to 2261; 128-bit division is slow).
 fn split(unix_ns: i128) -> (i64, i64, i64) {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as i64;
+    let ns = i64::try_from(unix_ns).unwrap_or(if unix_ns < 0 { i64::MIN } else { i64::MAX });
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
     (secs.div_euclid(86_400), secs.rem_euclid(86_400), nanos)
 }
 

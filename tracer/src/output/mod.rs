@@ -186,12 +186,20 @@ pub(crate) fn num(out: &mut String, v: impl itoa::Integer) {
 pub(crate) fn ip(out: &mut String, addr: std::net::IpAddr) {
     match addr {
         std::net::IpAddr::V4(a) => {
+            // Into a buffer, pushed once: one of these is in every line.
+            let mut b = [0u8; 15];
+            let mut n = 0;
             for (i, o) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    b[n] = b'.';
+                    n += 1;
                 }
-                num(out, o);
+                let mut digits = itoa::Buffer::new();
+                let s = digits.format(o).as_bytes();
+                b[n..n + s.len()].copy_from_slice(s);
+                n += s.len();
             }
+            out.push_str(std::str::from_utf8(&b[..n]).expect("ASCII digits"));
         }
         std::net::IpAddr::V6(a) => {
             use std::fmt::Write;
@@ -211,6 +219,15 @@ pub(crate) mod tests {
         event::{Family, Hook, Process, Segment, StateChange},
         state::TcpState,
     };
+
+    #[test]
+    fn addresses_print_in_their_usual_form() {
+        for a in ["0.0.0.0", "255.255.255.255", "10.1.2.3", "127.0.0.1", "::1", "fd00::2"] {
+            let mut s = String::new();
+            super::ip(&mut s, a.parse().unwrap());
+            assert_eq!(s, a);
+        }
+    }
 
     pub fn comm(name: &str) -> [u8; 16] {
         let mut c = [0u8; 16];
