@@ -547,6 +547,46 @@ mod tests {
         assert_eq!((c.unfinished, c.open_sockets()), (1, 1));
     }
 
+    /// Without SYNs on the ring buffer, a payload head's copy of the flow's
+    /// handshake gives the ISNs and the opener; other ISNs on the same
+    /// 4-tuple are a new connection, whose handshake replaces the old one.
+    #[test]
+    fn payload_heads_carry_the_handshake_and_tell_a_reused_tuple_apart() {
+        let mut c = Correlator::new(Limits {
+            detect: true,
+            ..correlator().limits
+        });
+        let mut out = Vec::new();
+        let s = change("127.0.0.1", "127.0.0.1", SYN_SENT, ESTABLISHED);
+        c.on_event(&Event::State(s), 10, &mut out);
+        let (key, local) = s.flow();
+        let head = |isn: [u32; 2]| Segment {
+            ts_ns: 20,
+            key,
+            from: local,
+            seq: isn[local].wrapping_add(1),
+            ack: 0,
+            ifindex: 1,
+            hook: crate::event::Hook::Egress,
+            flags: tcp_flag::PSH | tcp_flag::ACK,
+            win: 512,
+            len: 18,
+            payload: Some(b"GET / HTTP/1.1\r\n\r\n"[..].into()),
+            head_off: 0,
+            late: false,
+            handshake: Handshake {
+                isn: isn.map(Some),
+                opener: Some(local),
+            },
+        };
+        c.on_event(&Event::Segment(head([1000, 5000])), 20, &mut out);
+        let log = &c.flows[&key];
+        assert_eq!((log.isn, log.opener), ([Some(1000), Some(5000)], Some(local)));
+        assert!(log.proto.is_some());
+        c.on_event(&Event::Segment(head([7000, 9000])), 30, &mut out);
+        assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
+    }
+
     /// A client's birth is the same for every socket at one address (its port
     /// is bound later): one the first copy shipped is a new socket, not a copy,
     /// even when the socket before it was never heard of again.
