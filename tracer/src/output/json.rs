@@ -242,6 +242,12 @@ pub fn summary(s: &Summary, out: &mut String) {
 /// A JSON string literal: quotes, backslashes and control characters escaped.
 pub fn string(out: &mut String, s: &str) {
     out.push('"');
+    // Most strings (commands, methods, paths) need no escape: pushed whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
