@@ -103,7 +103,7 @@ fn ts(e: &Event) -> Option<u64> {
     match e {
         Event::State(s) => Some(s.ts_ns),
         Event::Close(c) => Some(c.state.ts_ns),
-        Event::Segment(s) => Some(s.ts_ns),
+        Event::Segment(s, _) => Some(s.ts_ns),
         Event::Owner { .. } => None,
     }
 }

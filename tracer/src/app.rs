@@ -319,7 +319,7 @@ fn live<W: Write>(output: &mut Output<W>, event: &Event) -> io::Result<()> {
     match event {
         Event::State(s) => output.state(s),
         Event::Close(c) => output.state(&c.state),
-        Event::Segment(seg) => output.packet(seg),
+        Event::Segment(seg, _) => output.packet(seg),
         Event::Owner { .. } => Ok(()),
     }
 }

@@ -24,7 +24,7 @@ pub enum DecodeError {
     Family(u16),
 }
 
-pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
     let header: EventHeader = read(record).ok_or(DecodeError::Short(record.len()))?;
     match header.kind {
         kind::STATE => state_change(&exact::<StateEvent>(record, header.kind)?).map(Event::State),
@@ -36,16 +36,16 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 stats: (raw.has_stats != 0).then_some(raw.stats),
             }))
         }
-        kind::SEGMENT => Ok(Event::Segment(segment(
-            &exact::<SegmentEvent>(record, header.kind)?,
+        kind::SEGMENT => Ok(Event::Segment(
+            segment(&exact::<SegmentEvent>(record, header.kind)?),
             None,
-        ))),
+        )),
         kind::PAYLOAD => {
             // A segment followed by as many payload bytes as were captured.
             let head: SegmentEvent = exact(record, header.kind)?;
             let data = &record[size_of::<SegmentEvent>()..];
             let n = usize::from(head.captured).min(data.len()).min(MAX_CAPTURE);
-            Ok(Event::Segment(segment(&head, Some(data[..n].into()))))
+            Ok(Event::Segment(segment(&head), Some(&data[..n])))
         }
         kind::OWNER => {
             let raw: OwnerEvent = exact(record, header.kind)?;
@@ -67,7 +67,7 @@ fn exact<T: aya::Pod>(record: &[u8], kind: u32) -> Result<T, DecodeError> {
     })
 }
 
-fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
+fn segment(raw: &SegmentEvent) -> Segment {
     Segment {
         ts_ns: raw.header.ts_ns,
         key: raw.key,
@@ -83,7 +83,6 @@ fn segment(raw: &SegmentEvent, payload: Option<Box<[u8]>>) -> Segment {
         flags: raw.flags,
         win: raw.win,
         len: raw.len,
-        payload,
         head_off: raw.head_off,
         late: raw.late != 0,
         handshake: handshake(raw),
@@ -247,17 +246,18 @@ mod tests {
             ..Default::default()
         };
         let raw = tracer_common::PayloadEvent { segment: seg, data };
-        let Ok(Event::Segment(s)) = decode(&bytes_of(&raw)) else {
+        let bytes = bytes_of(&raw);
+        let Ok(Event::Segment(_, payload)) = decode(&bytes) else {
             panic!()
         };
-        assert_eq!(s.payload.as_deref(), Some(&b"GET"[..]));
+        assert_eq!(payload, Some(&b"GET"[..]));
         // As the kernel ships it: the segment and just the captured bytes.
         let mut short = bytes_of(&seg);
         short.extend_from_slice(b"GET");
-        let Ok(Event::Segment(s)) = decode(&short) else {
+        let Ok(Event::Segment(s, payload)) = decode(&short) else {
             panic!()
         };
-        assert_eq!(s.payload.as_deref(), Some(&b"GET"[..]));
+        assert_eq!(payload, Some(&b"GET"[..]));
         assert_eq!((s.from, s.len, s.hook), (1, 100, Hook::Egress));
     }
 

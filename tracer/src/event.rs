@@ -95,7 +95,7 @@ fn octets(ip: IpAddr) -> [u8; 16] {
 }
 
 /// One TCP segment seen by the classifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub ts_ns: u64,
     pub key: FlowKey,
@@ -109,9 +109,7 @@ pub struct Segment {
     pub win: u16,
     /// TCP payload length.
     pub len: u32,
-    /// Captured payload bytes, when the kernel shipped some: they start
-    /// `head_off` bytes into the payload.
-    pub payload: Option<Box<[u8]>>,
+    /// Where the captured payload bytes (`Event::Segment`'s) start in the payload.
     pub head_off: u32,
     /// Shipped after a socket of its flow closed: counted by userspace.
     pub late: bool,
@@ -176,10 +174,13 @@ pub struct Close {
     pub stats: Option<FlowStats>,
 }
 
+/// One decoded record. A segment's captured payload bytes, if the kernel
+/// shipped any, are borrowed from the ring buffer's record: a head is parsed
+/// where it lies, never copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     State(StateChange),
-    Segment(Segment),
+    Segment(Segment, Option<&'a [u8]>),
     Close(Close),
     /// `accept` returned `sock` to this process.
     Owner {

@@ -145,7 +145,7 @@ impl Correlator {
                 }
                 return;
             }
-            Event::Segment(_) => return,
+            Event::Segment(..) => return,
         };
         let (old, new) = (s.old.0, s.new.0);
         if s.owner.is_none() {
@@ -189,7 +189,7 @@ impl Correlator {
         match event {
             Event::State(s) => self.on_state(s),
             Event::Close(c) => self.on_close(c, now_ns),
-            Event::Segment(seg) => self.on_segment(seg, now_ns),
+            Event::Segment(seg, payload) => self.on_segment(seg, *payload, now_ns),
             Event::Owner { .. } => {}
         }
         self.tick(now_ns, out);
@@ -291,7 +291,7 @@ impl Correlator {
         }
     }
 
-    fn on_segment(&mut self, seg: &Segment, now_ns: u64) {
+    fn on_segment(&mut self, seg: &Segment, payload: Option<&[u8]>, now_ns: u64) {
         let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
         let log = self.flows.entry(seg.key).or_default();
         let (controls, gaps) = (&mut self.controls, &mut self.payload_gaps);
@@ -315,7 +315,7 @@ impl Correlator {
                 log.opener.get_or_insert(seg.from);
             }
         }
-        if let Some(bytes) = seg.payload.as_deref().filter(|_| self.limits.detect) {
+        if let Some(bytes) = payload.filter(|_| self.limits.detect) {
             let keep_marks = self.limits.keep_segments;
             let proto = log.proto.get_or_insert_with(|| {
                 let t = Tracker::new(log.opener.unwrap_or(seg.from), log.isn);
@@ -343,10 +343,7 @@ impl Correlator {
         let cap = self.limits.segments_per_flow + if dialog { DIALOG_ROOM } else { 0 };
         if log.segments.len() < cap {
             // The payload lives on in the protocol tracker only.
-            log.segments.push(Segment {
-                payload: None,
-                ..seg.clone()
-            });
+            log.segments.push(*seg);
         } else {
             log.omitted += 1;
         }
@@ -571,7 +568,6 @@ mod tests {
             flags: tcp_flag::PSH | tcp_flag::ACK,
             win: 512,
             len: 18,
-            payload: Some(b"GET / HTTP/1.1\r\n\r\n"[..].into()),
             head_off: 0,
             late: false,
             handshake: Handshake {
@@ -579,11 +575,12 @@ mod tests {
                 opener: Some(local),
             },
         };
-        c.on_event(&Event::Segment(head([1000, 5000])), 20, &mut out);
+        let request = Some(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+        c.on_event(&Event::Segment(head([1000, 5000]), request), 20, &mut out);
         let log = &c.flows[&key];
         assert_eq!((log.isn, log.opener), ([Some(1000), Some(5000)], Some(local)));
         assert!(log.proto.is_some());
-        c.on_event(&Event::Segment(head([7000, 9000])), 30, &mut out);
+        c.on_event(&Event::Segment(head([7000, 9000]), request), 30, &mut out);
         assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
     }
 

@@ -268,7 +268,6 @@ pub(crate) mod tests {
             flags,
             win: 512,
             len,
-            payload: None,
             head_off: 0,
             late: false,
             handshake: Default::default(),
