@@ -446,6 +446,45 @@ fn sockets_still_open_at_exit_are_reported_with_their_counters() {
     assert_eq!(s["bytes"]["rx"], REQ);
 }
 
+/// A flow pushed out of a tiny kernel flow table by newer ones: its records
+/// say their counters are unknown (null, not zero), and the summary counts
+/// every such record.
+#[test]
+fn a_flow_the_kernel_table_lost_has_unknown_counters_and_is_counted() {
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--max-flows", "8"]);
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    idle.write_all(REQUEST).unwrap();
+    // Read, so that the server's close is a FIN and not a reset.
+    accepted.read_exact(&mut vec![0u8; REQUEST.len()]).unwrap();
+    for _ in 0..200 {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (a, _) = listener.accept().unwrap();
+        drop(c);
+        drop(a);
+    }
+    let lport = idle.local_addr().unwrap().port();
+    drop(idle);
+    drop(accepted);
+    thread::sleep(Duration::from_millis(200));
+    let records = tracer.stop();
+    let (c, s) = (connection(&records, lport, port), connection(&records, port, lport));
+    for r in [c, s] {
+        for field in ["packets", "bytes", "flags", "retransmits"] {
+            assert!(r[field].is_null(), "{field} of {r}");
+        }
+    }
+    // The states still tell how it ended.
+    assert_eq!((&c["close"], &s["close"]), (&"local_fin".into(), &"remote_fin".into()));
+    let connections = of_type(&records, "connection");
+    let unknown = connections.iter().filter(|c| c["packets"].is_null()).count() as u64;
+    assert_eq!(connections.len(), 2 * 201);
+    assert!(unknown >= 2);
+    assert_eq!(summary(&records)["uncounted_sockets"], unknown);
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

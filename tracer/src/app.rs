@@ -277,6 +277,7 @@ impl<W: Write> Session<W> {
     fn print_finished(&mut self) -> Result<()> {
         for c in self.finished.drain(..) {
             self.summary.connections += 1;
+            self.summary.uncounted_sockets += u64::from(!c.counted);
             if self.show.connections {
                 self.output.connection(&c)?;
             }

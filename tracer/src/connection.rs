@@ -110,6 +110,11 @@ pub struct Connection {
     pub tx: Traffic,
     pub rx: Traffic,
     pub retransmits: u64,
+    /// The kernel's flow table held this socket's counters. Without them
+    /// (its flow was evicted from the LRU table, see `--max-flows`, or its
+    /// segments crossed no traced interface) `tx`, `rx` and `retransmits`
+    /// are unknown, not zero.
+    pub counted: bool,
     pub close: CloseKind,
     pub protocol: &'static str,
     /// Segments that crossed the ring buffer, for the diagram (empty unless asked).

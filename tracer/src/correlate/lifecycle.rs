@@ -133,6 +133,7 @@ impl Lifecycle {
             handshake_ns: self.established_ns().map(|t| t.saturating_sub(start)),
             states: self.timeline(start, &rx, close),
             retransmits: view.stats.map_or(0, |s| u64::from(s.dir[local].retransmits)),
+            counted: view.stats.is_some(),
             tx,
             rx,
             close,

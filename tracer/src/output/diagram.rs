@@ -61,8 +61,8 @@ fn title(c: &Connection, redact: bool, out: &mut String) {
         c.process.comm(),
         c.close.name(),
         c.duration_ns as f64 / 1e6,
-        c.tx.bytes,
-        c.rx.bytes
+        super::text::Counted(c.counted, c.tx.bytes),
+        super::text::Counted(c.counted, c.rx.bytes)
     );
     if let Some(app) = &c.app {
         out.push_str(c.protocol);

@@ -205,12 +205,17 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
         micros(out, s.at_ns);
         out.push('}');
     });
-    pair(out, "packets", c.tx.packets, c.rx.packets);
-    pair(out, "bytes", c.tx.bytes, c.rx.bytes);
-    key(out, "flags");
-    tx_rx(out, &c.tx, &c.rx, flag_counts);
-    key(out, "retransmits");
-    num(out, c.retransmits);
+    if c.counted {
+        pair(out, "packets", c.tx.packets, c.rx.packets);
+        pair(out, "bytes", c.tx.bytes, c.rx.bytes);
+        key(out, "flags");
+        tx_rx(out, &c.tx, &c.rx, flag_counts);
+        key(out, "retransmits");
+        num(out, c.retransmits);
+    } else {
+        // Unknown is not zero: a consumer summing bytes must see the gap.
+        out.push_str(",\"packets\":null,\"bytes\":null,\"flags\":null,\"retransmits\":null");
+    }
     key(out, "close");
     plain(out, c.close.name());
     key(out, "protocol");
@@ -224,7 +229,7 @@ pub fn connection(clock: &WallClock, c: &Connection, redact: bool, out: &mut Str
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{},\"missed_state_changes\":{},\"missed_retransmits\":{},\"unfinished_sockets\":{}}}",
+        "{{\"type\":\"summary\",\"events\":{},\"dropped\":{},\"evicted\":{},\"connections\":{},\"decode_errors\":{},\"ring_bytes\":{},\"payload_gaps\":{},\"payload_requests_refused\":{},\"missed_state_changes\":{},\"missed_retransmits\":{},\"unfinished_sockets\":{},\"uncounted_sockets\":{}}}",
         s.events,
         s.dropped,
         s.evicted,
@@ -235,7 +240,8 @@ pub fn summary(s: &Summary, out: &mut String) {
         s.payload_requests_refused,
         s.missed_state_changes,
         s.missed_retransmits,
-        s.unfinished_sockets
+        s.unfinished_sockets,
+        s.uncounted_sockets
     );
 }
 
@@ -412,12 +418,13 @@ mod tests {
                 missed_state_changes: 8,
                 missed_retransmits: 9,
                 unfinished_sockets: 10,
+                uncounted_sockets: 11,
             },
             &mut s,
         );
         assert_eq!(
             s,
-            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7,"missed_state_changes":8,"missed_retransmits":9,"unfinished_sockets":10}"#
+            r#"{"type":"summary","events":5,"dropped":2,"evicted":1,"connections":3,"decode_errors":4,"ring_bytes":640,"payload_gaps":6,"payload_requests_refused":7,"missed_state_changes":8,"missed_retransmits":9,"unfinished_sockets":10,"uncounted_sockets":11}"#
         );
     }
 }

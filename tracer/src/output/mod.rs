@@ -35,6 +35,9 @@ pub struct Summary {
     pub missed_retransmits: u64,
     /// Sockets dropped without a record: their close never came.
     pub unfinished_sockets: u64,
+    /// Records without counters: the kernel's flow table no longer (or never)
+    /// held their flow.
+    pub uncounted_sockets: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,6 +317,7 @@ pub(crate) mod tests {
             tx,
             rx,
             retransmits: 0,
+            counted: true,
             close: CloseKind::LocalFin,
             protocol: "unknown",
             segments,

@@ -47,14 +47,23 @@ pub fn connection(clock: &WallClock, layout: &Layout, c: &Connection, redact: bo
         c.raddr.to_string(),
         c.rport,
         c.role.name(),
-        c.tx.bytes,
-        c.rx.bytes,
+        Counted(c.counted, c.tx.bytes),
+        Counted(c.counted, c.rx.bytes),
         c.duration_ns as f64 / 1e6,
         c.close.name(),
         c.protocol
     );
     if let Some(app) = &c.app {
         super::app::text(out, app, redact);
+    }
+}
+
+/// A kernel count, or `-` where the kernel's flow table lost it.
+pub struct Counted(pub bool, pub u64);
+
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 { self.1.fmt(f) } else { "-".fmt(f) }
     }
 }
 
@@ -111,7 +120,7 @@ pub fn endpoint(out: &mut String, addr: IpAddr, port: u16) {
 pub fn summary(s: &Summary, out: &mut String) {
     let _ = write!(
         out,
-        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable, {} payload gaps, {} payload requests refused, {} state changes and {} retransmissions missed, {} sockets unfinished",
+        "# {} connections; {} events ({} bytes) read, {} dropped (ring buffer full), {} sockets evicted, {} undecodable, {} payload gaps, {} payload requests refused, {} state changes and {} retransmissions missed, {} sockets unfinished, {} sockets uncounted",
         s.connections,
         s.events,
         s.ring_bytes,
@@ -122,7 +131,8 @@ pub fn summary(s: &Summary, out: &mut String) {
         s.payload_requests_refused,
         s.missed_state_changes,
         s.missed_retransmits,
-        s.unfinished_sockets
+        s.unfinished_sockets,
+        s.uncounted_sockets
     );
 }
 
