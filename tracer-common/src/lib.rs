@@ -6,7 +6,7 @@
 /// Which event follows the header in a ring-buffer record.
 pub mod kind {
     pub const STATE: u32 = 1;
-    /// A segment that matters on its own (SYN, FIN, RST, late, or full mode).
+    /// A segment that matters on its own (RST or late; every one in full mode).
     pub const SEGMENT: u32 = 2;
     /// A segment with the head of its payload.
     pub const PAYLOAD: u32 = 3;

@@ -6,7 +6,7 @@
 //! cheaper in the classifier (the hash lookup costs the same), and they made
 //! every close sum a share per CPU and every payload head blind to the other
 //! CPU's handshake.
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::LruHashMap};
 use tracer_common::{FlowKey, FlowStats, syn_seen, tcp_flag};
 
 /// Flows by direction-neutral key; userspace sets the size before load.
@@ -96,10 +96,12 @@ pub fn note_syn(stats: *mut FlowStats, from: usize, flags: u8, seq: u32, ts_ns: 
     };
 }
 
-/// Opens a flow's record.
+/// Opens a flow's record. Only if none exists: two CPUs may open one flow at
+/// once (a simultaneous open), and replacing the first's record would lose
+/// what it counted; the loser counts into the winner's.
 #[inline(always)]
 pub fn open(key: &FlowKey) -> Option<*mut FlowStats> {
-    FLOWS.insert(key, &FlowStats::default(), 0).ok()?;
+    let _ = FLOWS.insert(key, &FlowStats::default(), u64::from(BPF_NOEXIST));
     FLOWS.get_ptr_mut(key)
 }
 

@@ -227,7 +227,7 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     };
     let p = entry.as_mut_ptr();
     // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
-    // 248-byte event off the 512-byte BPF stack.
+    // 264-byte event off the 512-byte BPF stack.
     unsafe {
         write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;
@@ -236,8 +236,8 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
             (*p).stats = FlowStats::default();
         }
         (*p).has_stats = u32::from(found);
-        // Stamped after the sum: a segment stamped later (segments are stamped
-        // before they are counted) is not in these totals.
+        // Stamped after the copy: a segment stamped later (segments are
+        // stamped before they are counted) is not in these totals.
         (*p).state.header.ts_ns = bpf_ktime_get_ns();
         (*p)._pad = 0;
     }

@@ -331,7 +331,7 @@ fn ship(ctx: &TcContext, hook: u8, seg: &Segment, key: &FlowKey, from: usize, st
     if filtered && marks & flow_mark::TRACED == 0 && marks & flow_mark::IGNORED != 0 {
         return;
     }
-    // Not in the counters a close already summed: userspace adds it.
+    // Not in the counters a close already copied: userspace adds it.
     let late = marks & flow_mark::CLOSED != 0;
     if seg.payload_len > 0
         && maps::capture_bytes() > 0
@@ -411,8 +411,10 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
             if before >= DEFAULT_HEADS {
                 return None;
             }
-            // Both ends' CPUs may ship heads of one direction at once: at
-            // worst one more than the budget.
+            // Read, then added: CPUs shipping heads of one direction at once
+            // (rare: a socket's sends are serialised by its lock) can each
+            // ship one beyond the budget, or both miss the half-way wake-up,
+            // after which the tick drains them anyway.
             flow::add32(shipped, 1);
             // Half the budget gone and userspace still silent: a long
             // exchange, whose later heads need its word before the rest is spent.

@@ -44,7 +44,8 @@ pub struct Settings {
     pub comms: Vec<String>,
     pub ipv4_only: bool,
     pub ipv6_only: bool,
-    /// Ship every segment of traced flows, not just SYN/FIN/RST.
+    /// Ship every segment of traced flows, not just resets, late segments
+    /// and payload heads.
     pub all_segments: bool,
     pub capture_bytes: u32,
     pub max_flows: u32,

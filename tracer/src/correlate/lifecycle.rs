@@ -99,7 +99,8 @@ impl Lifecycle {
     }
 
     /// The record of this socket. `stats` are the flow's counters (from the
-    /// close event, or read at exit), `late` the segments that came after them.
+    /// close event, or read at exit); segments after `view.late_after` count
+    /// on top of them.
     pub fn connection(&self, role: Role, view: View<'_>) -> Connection {
         let (_, local) = self.last.flow();
         let pick = |s: &FlowStats, i: usize| Traffic::from_kernel(&s.dir[i]);

@@ -35,14 +35,16 @@ pub struct Limits {
     pub detect: bool,
 }
 
-/// Segments of one flow that crossed the ring buffer. Without diagrams, SYNs
-/// are remembered only by time: an open connection then costs no segments.
+/// Segments of one flow that crossed the ring buffer, and what is known of its
+/// handshake. Without diagrams no SYN is kept as a segment (by default none
+/// crosses the ring buffer at all): an open connection costs no segments.
 #[derive(Debug, Default)]
 struct FlowLog {
     segments: Vec<Segment>,
     /// When each endpoint's SYN was seen (endpoint index of the flow key).
     syn_ts: [Option<u64>; 2],
-    /// Each endpoint's initial sequence number, from its SYN.
+    /// Each endpoint's initial sequence number: from its shipped SYN, else
+    /// from the kernel's copy of the handshake on a payload head.
     isn: [Option<u32>; 2],
     /// The endpoint that sent the first SYN.
     opener: Option<usize>,
