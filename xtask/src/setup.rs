@@ -81,6 +81,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("ip", "iproute2"),
     ("setpriv", "util-linux"),
+    ("tshark", "tshark"),
 ];
 
 fn on_path(program: &str) -> bool {
