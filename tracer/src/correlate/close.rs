@@ -3,16 +3,17 @@ use tracer_common::{tcp_flag, tcp_state};
 
 use crate::{
     connection::{CloseKind, Role, Traffic},
-    event::Segment,
     state::TcpState,
 };
 
+/// `first_rst`: the sender (endpoint index) of this connection's first reset
+/// that crossed the ring buffer, if one did; `local`: this socket's index.
 pub fn classify(
     role: Role,
     states: &[(TcpState, u64)],
     tx: &Traffic,
     rx: &Traffic,
-    segments: &[Segment],
+    first_rst: Option<usize>,
     local: usize,
 ) -> CloseKind {
     let established = states.iter().any(|s| s.0.0 == tcp_state::ESTABLISHED);
@@ -25,8 +26,7 @@ pub fn classify(
     }
     if tx.with(tcp_flag::RST) + rx.with(tcp_flag::RST) > 0 {
         // Every RST crosses the ring buffer: the first one says who aborted.
-        let first = segments.iter().find(|s| s.has(tcp_flag::RST));
-        let local_first = first.map_or(tx.with(tcp_flag::RST) > 0, |s| s.from == local);
+        let local_first = first_rst.map_or(tx.with(tcp_flag::RST) > 0, |from| from == local);
         return if local_first {
             CloseKind::LocalRst
         } else {
@@ -75,15 +75,15 @@ mod tests {
         let passive = path(&[SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE]);
         let simultaneous = path(&[SYN_SENT, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE]);
         assert_eq!(
-            classify(Role::Client, &active, &none, &none, &[], 0),
+            classify(Role::Client, &active, &none, &none, None, 0),
             CloseKind::LocalFin
         );
         assert_eq!(
-            classify(Role::Server, &passive, &none, &none, &[], 0),
+            classify(Role::Server, &passive, &none, &none, None, 0),
             CloseKind::RemoteFin
         );
         assert_eq!(
-            classify(Role::Client, &simultaneous, &none, &none, &[], 0),
+            classify(Role::Client, &simultaneous, &none, &none, None, 0),
             CloseKind::LocalFin
         );
     }
@@ -93,21 +93,21 @@ mod tests {
         let none = Traffic::default();
         let refused = path(&[SYN_SENT, CLOSE]);
         assert_eq!(
-            classify(Role::Client, &refused, &none, &with(tcp_flag::RST, 1), &[], 0),
+            classify(Role::Client, &refused, &none, &with(tcp_flag::RST, 1), None, 0),
             CloseKind::Refused
         );
         assert_eq!(
-            classify(Role::Client, &refused, &none, &none, &[], 0),
+            classify(Role::Client, &refused, &none, &none, None, 0),
             CloseKind::Timeout
         );
         let aborted = path(&[SYN_SENT, ESTABLISHED, CLOSE]);
         let rst = with(tcp_flag::RST, 1);
         assert_eq!(
-            classify(Role::Client, &aborted, &rst, &none, &[], 0),
+            classify(Role::Client, &aborted, &rst, &none, None, 0),
             CloseKind::LocalRst
         );
         assert_eq!(
-            classify(Role::Server, &aborted, &none, &rst, &[], 0),
+            classify(Role::Server, &aborted, &none, &rst, None, 0),
             CloseKind::RemoteRst
         );
     }

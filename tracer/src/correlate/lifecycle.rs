@@ -117,7 +117,15 @@ impl Lifecycle {
         let close = if view.open_at_exit {
             CloseKind::OpenAtExit
         } else {
-            crate::correlate::close::classify(role, &self.states, &tx, &rx, view.segments, local)
+            // A reused 4-tuple's log can still hold the last connection's
+            // reset: only this socket's own time counts.
+            let first_rst = view
+                .segments
+                .iter()
+                .filter(|s| s.ts_ns >= start && s.has(tcp_flag::RST))
+                .min_by_key(|s| s.ts_ns)
+                .map(|s| s.from);
+            crate::correlate::close::classify(role, &self.states, &tx, &rx, first_rst, local)
         };
         let isn = |i: usize| view.stats.and_then(|s| (s.dir[i].has_isn != 0).then_some(s.dir[i].isn));
         Connection {

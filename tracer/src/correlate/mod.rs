@@ -586,6 +586,54 @@ mod tests {
         assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
     }
 
+    /// A 4-tuple reused while the last connection's socket waits out its
+    /// grace period: the log still holds that connection's reset, which must
+    /// not decide who aborted the new one.
+    #[test]
+    fn a_reused_tuple_is_judged_by_its_own_reset() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
+        let rst = |ts_ns: u64, from: usize| Segment {
+            ts_ns,
+            key,
+            from,
+            seq: 1,
+            ack: 0,
+            ifindex: 1,
+            hook: crate::event::Hook::Egress,
+            flags: tcp_flag::RST,
+            win: 0,
+            len: 0,
+            head_off: 0,
+            late: false,
+            handshake: Handshake::default(),
+        };
+        let mut stats = FlowStats::default();
+        let mut life = |sock: u64, t: u64, rst_from: usize, out: &mut Vec<Connection>| {
+            let at = |old, new, dt| StateChange {
+                sock,
+                ts_ns: t + dt,
+                ..change("127.0.0.1", "127.0.0.1", old, new)
+            };
+            c.on_event(&Event::State(at(CLOSE, SYN_SENT, 0)), t, out);
+            c.on_event(&Event::State(at(SYN_SENT, ESTABLISHED, 10)), t + 10, out);
+            c.on_event(&Event::Segment(rst(t + 50, rst_from), None), t + 50, out);
+            stats.dir[rst_from].flags[2] = 1;
+            let close = Close {
+                state: at(ESTABLISHED, CLOSE, 60),
+                stats: Some(stats),
+            };
+            c.on_event(&Event::Close(close), t + 60, out);
+        };
+        life(1, 100, 1 - local, &mut out);
+        life(2, 500, local, &mut out);
+        c.tick(10_000, &mut out);
+        let close = |sock| out.iter().find(|r| r.sock == sock).map(|r| r.close);
+        assert_eq!(close(1), Some(crate::connection::CloseKind::RemoteRst));
+        assert_eq!(close(2), Some(crate::connection::CloseKind::LocalRst));
+    }
+
     /// A client's birth is the same for every socket at one address (its port
     /// is bound later): one the first copy shipped is a new socket, not a copy,
     /// even when the socket before it was never heard of again.
