@@ -69,12 +69,12 @@ fn allocations(records: &[Vec<u8>]) {
     COUNTING.store(false, Ordering::Relaxed);
     let n = ALLOCATIONS.load(Ordering::Relaxed);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion/pipeline");
-    let _ = std::fs::create_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("cannot create criterion's output directory");
     let json = format!(
         "{{\"allocations\":{n},\"events\":{},\"connections\":{connections}}}\n",
         records.len()
     );
-    let _ = std::fs::write(format!("{dir}/allocations.json"), json);
+    std::fs::write(format!("{dir}/allocations.json"), json).expect("cannot write allocations.json");
 }
 
 fn records() -> Vec<Vec<u8>> {

@@ -20,9 +20,14 @@ fn records(stream: &Path) -> Result<u64> {
     Ok(n)
 }
 
+/// Where `cargo bench` writes the replay's allocation count.
+pub fn allocations_path(root: &Path) -> std::path::PathBuf {
+    root.join("target/criterion/pipeline/allocations.json")
+}
+
 /// What the bench counted in one end-to-end replay.
 pub fn allocations(root: &Path) -> Result<Allocations> {
-    let path = root.join("target/criterion/pipeline/allocations.json");
+    let path = allocations_path(root);
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {}", path.display()))?)?;
     let field = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {}", path.display()));
