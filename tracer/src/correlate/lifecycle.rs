@@ -16,9 +16,10 @@ pub struct Lifecycle {
     pub role: Option<Role>,
     /// States entered, with kernel timestamps.
     pub states: Vec<(TcpState, u64)>,
-    /// Set by the close event: its timestamp and the flow's counters then
-    /// (boxed: most of a lifecycle is spent open, and open ones must be small).
-    pub closed: Option<(u64, Option<Box<FlowStats>>)>,
+    /// Set by the close event: its timestamp. The flow's counters it carried
+    /// wait beside the lifecycle in the correlator's closing queue: most of a
+    /// lifecycle is spent open, and open ones must be small.
+    pub closed: Option<u64>,
     /// The flow this socket counts in, once its ports are known.
     pub flow: Option<tracer_common::FlowKey>,
     /// Tells this socket from an earlier one at the same address.
@@ -48,13 +49,14 @@ fn role_of(first: &StateChange) -> Option<Role> {
 }
 
 impl Lifecycle {
-    pub fn new(first: &StateChange) -> Self {
+    /// `states`: an empty list to fill, reused from a finished lifecycle
+    /// when there is one.
+    pub fn new(first: &StateChange, states: Vec<(TcpState, u64)>) -> Self {
         Self {
             last: *first,
             owner: first.owner,
             role: role_of(first),
-            // Room for a whole short connection's states: five or six.
-            states: Vec::with_capacity(6),
+            states,
             closed: None,
             flow: None,
             generation: 0,
@@ -82,7 +84,7 @@ impl Lifecycle {
 
     pub fn on_close(&mut self, c: &Close) {
         self.on_state(&c.state);
-        self.closed = Some((c.state.ts_ns, c.stats.map(Box::new)));
+        self.closed = Some(c.state.ts_ns);
     }
 
     /// This socket's flow, once it has ports.
@@ -113,7 +115,7 @@ impl Lifecycle {
             if seg.from == local { tx.add(seg) } else { rx.add(seg) }
         }
         let start = self.start_ns(view.syn_ts[1 - local]);
-        let end = self.closed.as_ref().map_or(view.now_ns, |c| c.0).max(start);
+        let end = self.closed.unwrap_or(view.now_ns).max(start);
         let close = if view.open_at_exit {
             CloseKind::OpenAtExit
         } else {

@@ -35,6 +35,15 @@ pub struct Limits {
     pub detect: bool,
 }
 
+/// A closed socket waiting out its grace period, with the counters its
+/// close carried (kept here, not in the lifecycle, which must stay small).
+#[derive(Debug)]
+struct Closing {
+    due_ns: u64,
+    life: Lifecycle,
+    stats: Option<FlowStats>,
+}
+
 /// Segments of one flow that crossed the ring buffer, and what is known of its
 /// handshake. Without diagrams no SYN is kept as a segment (by default none
 /// crosses the ring buffer at all): an open connection costs no segments.
@@ -78,6 +87,8 @@ const UNCLAIMED_FLOW_NS: u64 = 2_000_000_000;
 const PRUNE_EVERY_NS: u64 = 1_000_000_000;
 /// Room for FIN and RST segments beyond `segments_per_flow`.
 const DIALOG_ROOM: usize = 16;
+/// Spare state lists kept: enough for the sockets a busy drain finishes.
+const SPARE_STATES: usize = 1024;
 
 #[derive(Debug)]
 pub struct Correlator {
@@ -89,7 +100,9 @@ pub struct Correlator {
     generation: u64,
     /// When unclaimed flows were last pruned.
     pruned_ns: u64,
-    closing: VecDeque<(u64, Lifecycle)>,
+    closing: VecDeque<Closing>,
+    /// Emptied state lists of finished lifecycles, for new ones.
+    spare_states: Vec<Vec<(TcpState, u64)>>,
     /// The closing transition of each socket in `closing`, to find a copy of it.
     just_closed: HashMap<u64, (TcpState, TcpState)>,
     flows: HashMap<FlowKey, FlowLog>,
@@ -117,6 +130,7 @@ impl Correlator {
             generation: 0,
             pruned_ns: 0,
             closing: VecDeque::new(),
+            spare_states: Vec::new(),
             just_closed: HashMap::default(),
             flows: HashMap::default(),
             listeners: HashMap::default(),
@@ -241,7 +255,8 @@ impl Correlator {
                 self.evict_oldest();
             }
             self.generation += 1;
-            let mut life = Lifecycle::new(s);
+            let states = self.spare_states.pop().unwrap_or_else(|| Vec::with_capacity(6));
+            let mut life = Lifecycle::new(s, states);
             life.generation = self.generation;
             self.open.insert(s.sock, life);
             self.order.push_back((s.sock, self.generation));
@@ -289,7 +304,11 @@ impl Correlator {
         self.track(&c.state).on_close(c);
         if let Some(life) = self.open.remove(&c.state.sock) {
             self.just_closed.insert(c.state.sock, (c.state.old, c.state.new));
-            self.closing.push_back((now_ns + self.limits.grace_ns, life));
+            self.closing.push_back(Closing {
+                due_ns: now_ns + self.limits.grace_ns,
+                life,
+                stats: c.stats,
+            });
         }
     }
 
@@ -354,10 +373,10 @@ impl Correlator {
     /// Emits the closed sockets whose grace period is over, and forgets flows
     /// that no socket claimed.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Connection>) {
-        while self.closing.front().is_some_and(|(due, _)| *due <= now_ns) {
-            let (_, life) = self.closing.pop_front().unwrap();
+        while self.closing.front().is_some_and(|c| c.due_ns <= now_ns) {
+            let Closing { life, stats, .. } = self.closing.pop_front().unwrap();
             self.forget_closed(&life);
-            self.finish(life, None, now_ns, out);
+            self.finish(life, stats.as_ref(), false, now_ns, out);
         }
         // Flows no socket claimed (other processes' under --pid, scans): pruned
         // at most once a second, and beyond the cap even when young.
@@ -382,25 +401,34 @@ impl Correlator {
     /// At exit: every closed socket is final now, and every open one is
     /// reported as `open_at_exit` with its flow's counters as `read` finds them.
     pub fn flush(&mut self, now_ns: u64, read: impl Fn(&FlowKey) -> Option<FlowStats>, out: &mut Vec<Connection>) {
-        while let Some((_, life)) = self.closing.pop_front() {
+        while let Some(Closing { life, stats, .. }) = self.closing.pop_front() {
             self.forget_closed(&life);
-            self.finish(life, None, now_ns, out);
+            self.finish(life, stats.as_ref(), false, now_ns, out);
         }
         let mut open: Vec<Lifecycle> = self.open.drain().map(|(_, l)| l).collect();
         open.sort_by_key(|l| l.states.first().map_or(l.last.ts_ns, |s| s.1));
         for life in open {
             let stats = life.key().as_ref().and_then(&read);
-            self.finish(life, Some(stats), now_ns, out);
+            self.finish(life, stats.as_ref(), true, now_ns, out);
         }
     }
 
-    /// `at_exit`: the socket is still open, with these counters.
-    fn finish(&mut self, life: Lifecycle, at_exit: Option<Option<FlowStats>>, now_ns: u64, out: &mut Vec<Connection>) {
+    /// `stats`: the flow's counters at the close, or as read at exit for a
+    /// socket still open (`open_at_exit`).
+    fn finish(
+        &mut self,
+        life: Lifecycle,
+        stats: Option<&FlowStats>,
+        open_at_exit: bool,
+        now_ns: u64,
+        out: &mut Vec<Connection>,
+    ) {
         let record = match (life.role, life.is_listener()) {
-            (Some(role), false) => Some(self.record(&life, role, at_exit, now_ns)),
+            (Some(role), false) => Some(self.record(&life, role, stats, open_at_exit, now_ns)),
             _ => None,
         };
         self.detach(&life);
+        self.recycle(life);
         out.extend(record);
     }
 
@@ -408,20 +436,14 @@ impl Correlator {
         &self,
         life: &Lifecycle,
         role: crate::connection::Role,
-        at_exit: Option<Option<FlowStats>>,
+        stats: Option<&FlowStats>,
+        open_at_exit: bool,
         now_ns: u64,
     ) -> Connection {
         let log = life.key().and_then(|k| self.flows.get(&k));
         let segments = log.map_or(&[][..], |l| &l.segments[..]);
-        let stats = match &at_exit {
-            Some(s) => s.as_ref(),
-            None => life.closed.as_ref().and_then(|c| c.1.as_deref()),
-        };
         // Segments after the close are not in its counters: they count on top.
-        let late_after = match (&life.closed, stats) {
-            (Some(c), Some(_)) => Some(c.0),
-            _ => None,
-        };
+        let late_after = life.closed.filter(|_| stats.is_some());
         let mut conn = life.connection(
             role,
             View {
@@ -429,7 +451,7 @@ impl Correlator {
                 syn_ts: syn_times(log.map_or([None; 2], |l| l.syn_ts), stats),
                 late_after,
                 segments,
-                open_at_exit: at_exit.is_some(),
+                open_at_exit,
                 now_ns,
             },
         );
@@ -447,6 +469,15 @@ impl Correlator {
             conn.segments_omitted = log.map_or(0, |l| l.omitted);
         }
         conn
+    }
+
+    /// Keeps a finished lifecycle's state list for the next socket: a storm
+    /// then allocates none.
+    fn recycle(&mut self, mut life: Lifecycle) {
+        if self.spare_states.len() < SPARE_STATES {
+            life.states.clear();
+            self.spare_states.push(life.states);
+        }
     }
 
     fn detach(&mut self, life: &Lifecycle) {
