@@ -286,7 +286,14 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
         None => return None,
     };
     let (key, from) = FlowKey::new(seg.family, seg.saddr, seg.sport, seg.daddr, seg.dport);
-    let stats = flow_for(&key, from, &seg)?;
+    let Some(stats) = flow_for(&key, from, &seg) else {
+        // A flow the table lost (or never had): nothing to count into, but
+        // its reset still tells userspace who aborted.
+        if seg.flags & tcp_flag::RST != 0 {
+            ship_segment(ctx, hook, &seg, &key, from, false);
+        }
+        return None;
+    };
     flow::count(stats, from, seg.flags, seg.payload_len);
     if seg.flags & tcp_flag::SYN != 0 {
         flow::note_syn(stats, from, seg.flags, seg.seq, seg.ts_ns);

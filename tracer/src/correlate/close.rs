@@ -16,15 +16,14 @@ pub fn classify(
     first_rst: Option<usize>,
     local: usize,
 ) -> CloseKind {
+    // Without counters (a flow the kernel's table lost), the reset that
+    // crossed the ring buffer is the only evidence.
+    let rx_rst = rx.with(tcp_flag::RST) > 0 || first_rst.is_some_and(|from| from != local);
     let established = states.iter().any(|s| s.0.0 == tcp_state::ESTABLISHED);
     if role == Role::Client && !established {
-        return if rx.with(tcp_flag::RST) > 0 {
-            CloseKind::Refused
-        } else {
-            CloseKind::Timeout
-        };
+        return if rx_rst { CloseKind::Refused } else { CloseKind::Timeout };
     }
-    if tx.with(tcp_flag::RST) + rx.with(tcp_flag::RST) > 0 {
+    if tx.with(tcp_flag::RST) > 0 || rx_rst || first_rst.is_some() {
         // Every RST crosses the ring buffer: the first one says who aborted.
         let local_first = first_rst.map_or(tx.with(tcp_flag::RST) > 0, |from| from == local);
         return if local_first {

@@ -116,18 +116,24 @@ impl Lifecycle {
         }
         let start = self.start_ns(view.syn_ts[1 - local]);
         let end = self.closed.unwrap_or(view.now_ns).max(start);
+        // A reused 4-tuple's log can still hold the last connection's reset:
+        // only this socket's own time counts.
+        let first_rst = view
+            .segments
+            .iter()
+            .filter(|s| s.ts_ns >= start && s.has(tcp_flag::RST))
+            .min_by_key(|s| s.ts_ns)
+            .map(|s| s.from);
         let close = if view.open_at_exit {
             CloseKind::OpenAtExit
         } else {
-            // A reused 4-tuple's log can still hold the last connection's
-            // reset: only this socket's own time counts.
-            let first_rst = view
-                .segments
-                .iter()
-                .filter(|s| s.ts_ns >= start && s.has(tcp_flag::RST))
-                .min_by_key(|s| s.ts_ns)
-                .map(|s| s.from);
             crate::correlate::close::classify(role, &self.states, &tx, &rx, first_rst, local)
+        };
+        // Without counters, only a reset seen on the ring buffer says the
+        // peer's FIN did not end it.
+        let peer_fin = match view.stats {
+            Some(_) => rx.with(tcp_flag::FIN) > 0 && rx.with(tcp_flag::RST) == 0,
+            None => first_rst.is_none(),
         };
         let isn = |i: usize| view.stats.and_then(|s| (s.dir[i].has_isn != 0).then_some(s.dir[i].isn));
         Connection {
@@ -142,7 +148,7 @@ impl Lifecycle {
             start_ns: start,
             duration_ns: end - start,
             handshake_ns: self.established_ns().map(|t| t.saturating_sub(start)),
-            states: self.timeline(start, &rx, close),
+            states: self.timeline(start, peer_fin, close),
             retransmits: view.stats.map_or(0, |s| u64::from(s.dir[local].retransmits)),
             counted: view.stats.is_some(),
             tx,
@@ -168,10 +174,10 @@ impl Lifecycle {
     /// FIN_WAIT2 -> CLOSE (or CLOSING -> CLOSE) when a socket that received the
     /// peer's FIN hands the connection over to a timewait socket: the
     /// connection itself then sits in TIME_WAIT, which is what we show.
-    fn timeline(&self, start: u64, rx: &Traffic, close: CloseKind) -> Vec<StateAt> {
+    /// `peer_fin`: the peer's FIN arrived and no reset followed.
+    fn timeline(&self, start: u64, peer_fin: bool, close: CloseKind) -> Vec<StateAt> {
         let handover = matches!(close, CloseKind::LocalFin)
-            && rx.with(tcp_flag::FIN) > 0
-            && rx.with(tcp_flag::RST) == 0
+            && peer_fin
             && self.states.len() >= 2
             && matches!(
                 self.states[self.states.len() - 2].0.0,

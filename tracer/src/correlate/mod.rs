@@ -249,6 +249,7 @@ impl Correlator {
         {
             self.unfinished += 1;
             self.detach(&stale);
+            self.recycle(stale);
         }
         if !self.open.contains_key(&s.sock) {
             if self.open.len() >= self.limits.max_sockets {
@@ -276,6 +277,7 @@ impl Correlator {
             if self.open.get(&sock).is_some_and(|l| l.generation == g) {
                 let life = self.open.remove(&sock).expect("checked above");
                 self.detach(&life);
+                self.recycle(life);
                 self.evicted += 1;
                 return;
             }
@@ -474,7 +476,8 @@ impl Correlator {
     /// Keeps a finished lifecycle's state list for the next socket: a storm
     /// then allocates none.
     fn recycle(&mut self, mut life: Lifecycle) {
-        if self.spare_states.len() < SPARE_STATES {
+        // A list grown by a long life is let go: spares stay small.
+        if self.spare_states.len() < SPARE_STATES && life.states.capacity() <= 8 {
             life.states.clear();
             self.spare_states.push(life.states);
         }
