@@ -23,7 +23,7 @@ pub fn classify(
     if role == Role::Client && !established {
         return if rx_rst { CloseKind::Refused } else { CloseKind::Timeout };
     }
-    if tx.with(tcp_flag::RST) > 0 || rx_rst || first_rst.is_some() {
+    if tx.with(tcp_flag::RST) + rx.with(tcp_flag::RST) > 0 || first_rst.is_some() {
         // Every RST crosses the ring buffer: the first one says who aborted.
         let local_first = first_rst.map_or(tx.with(tcp_flag::RST) > 0, |from| from == local);
         return if local_first {
