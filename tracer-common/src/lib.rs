@@ -198,6 +198,22 @@ pub struct DirCounters {
     pub captured: u32,
     /// When this direction's first SYN was seen (kernel monotonic ns).
     pub syn_ts: u64,
+    /// This direction's `WANTS` entry as the classifier last read it.
+    pub want: WantSeen,
+}
+
+/// A direction's payload request, cached in its flow's record so that a
+/// long flow's segments do not each look `WANTS` up: valid while `WANTS_GEN`
+/// still holds `generation`. Written only by the direction's own segments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WantSeen {
+    /// The `WANTS_GEN` value it was read under (never 0 when valid).
+    pub generation: u32,
+    pub from_seq: u32,
+    /// A `want` value; `want::DEFAULT` when the flow had no entry.
+    pub mode: u8,
+    pub _pad: [u8; 7],
 }
 
 /// What a flow's direction has shown of its SYN (`DirCounters::has_isn`).

@@ -101,7 +101,7 @@ pub fn note_syn(stats: *mut FlowStats, from: usize, flags: u8, seq: u32, ts_ns: 
 /// what it counted; the loser counts into the winner's.
 #[inline(always)]
 pub fn open(key: &FlowKey) -> Option<*mut FlowStats> {
-    let _ = FLOWS.insert(key, &FlowStats::default(), u64::from(BPF_NOEXIST));
+    let _ = FLOWS.insert(key, FlowStats::default(), u64::from(BPF_NOEXIST));
     FLOWS.get_ptr_mut(key)
 }
 

@@ -43,10 +43,12 @@ pub static LISTENERS: LruHashMap<u16, Task> = LruHashMap::with_max_entries(4096,
 #[map]
 pub static WANTS: HashMap<FlowKey, Want> = HashMap::with_max_entries(65536, 0);
 
-/// Whether `WANTS` holds any entry (0 or 1), kept by userspace: a storm of
-/// short connections, which never needs one, skips the hash lookups.
+/// 0 while `WANTS` is empty, so a storm of short connections, which never
+/// needs an entry, skips the hash lookups; otherwise a number userspace
+/// changes whenever it changes `WANTS`, so a flow's cached entry stays
+/// good until then (`WantSeen`).
 #[map]
-pub static WANTS_LIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub static WANTS_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Which filters apply (`tracer_common::filter` bits).
 #[unsafe(no_mangle)]
@@ -125,13 +127,11 @@ pub fn port_gate(sport: u16, dport: u16) -> bool {
     filters() & PORT_FILTERS == 0 || in_set(port_set::ANY, sport) || in_set(port_set::ANY, dport)
 }
 
-/// Whether any flow has a payload request in `WANTS`.
+/// `WANTS`' generation: 0 when no flow has a payload request.
 #[inline(always)]
-pub fn wants_live() -> bool {
-    // SAFETY: read only; userspace flips it between 0 and 1.
-    WANTS_LIVE
-        .get(0)
-        .is_some_and(|n| unsafe { core::ptr::read_volatile(n) } != 0)
+pub fn wants_gen() -> u32 {
+    // SAFETY: read only; userspace writes it between runs of ours.
+    WANTS_GEN.get(0).map_or(0, |n| unsafe { core::ptr::read_volatile(n) })
 }
 
 #[inline(always)]

@@ -325,7 +325,7 @@ fn flow_for(key: &FlowKey, from: usize, seg: &Segment) -> Option<*mut tracer_com
 /// whatever userspace asked of the last one (it deletes that entry later).
 #[inline(always)]
 fn forget_wants(key: &FlowKey) {
-    if maps::wants_live() {
+    if maps::wants_gen() != 0 {
         let _ = maps::WANTS.remove(key);
     }
 }
@@ -393,14 +393,14 @@ impl Head {
 #[inline(always)]
 fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_common::FlowStats) -> Option<Head> {
     let d = from & 1;
-    let wanted = if maps::wants_live() {
-        // SAFETY: a map value, read-only here.
-        unsafe { maps::WANTS.get(key) }.map(|w| (w.mode[d], w.from_seq[d]))
+    let generation = maps::wants_gen();
+    let wanted = if generation == 0 {
+        (want::DEFAULT, 0)
     } else {
-        None
+        wanted_by(key, d, stats, generation)
     };
     match wanted {
-        Some((want::FROM, first)) => {
+        (want::FROM, first) => {
             // Sequence numbers wrap: compare by signed distance.
             let end = seg.seq.wrapping_add(seg.payload_len);
             if end.wrapping_sub(first) as i32 <= 0 {
@@ -409,7 +409,7 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
             let off = first.wrapping_sub(seg.seq) as i32;
             Some(Head::new(if off > 0 { off as u32 } else { 0 }, false))
         }
-        Some((want::NONE, _)) => None,
+        (want::NONE, _) => None,
         _ => {
             // SAFETY: the flow's record, checked for null.
             let shipped = unsafe { &raw mut (*stats).dir[d].captured };
@@ -428,6 +428,33 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
             Some(Head::new(0, before + 1 == DEFAULT_HEADS / 2))
         }
     }
+}
+
+/// Direction `d`'s (mode, first sequence number) in `WANTS`, from the flow's
+/// cache while the generation holds: a bulk transfer told to ship nothing
+/// pays one hash lookup per change of `WANTS`, not one per segment.
+#[inline(always)]
+fn wanted_by(key: &FlowKey, d: usize, stats: *mut tracer_common::FlowStats, generation: u32) -> (u8, u32) {
+    // SAFETY: the flow's record, checked for null; only this direction's
+    // segments write its cache.
+    let seen = unsafe { &raw mut (*stats).dir[d].want };
+    // SAFETY: as above.
+    unsafe {
+        if (*seen).generation == generation {
+            return ((*seen).mode, (*seen).from_seq);
+        }
+    }
+    // SAFETY: a map value, read-only here.
+    let (mode, from_seq) = unsafe { maps::WANTS.get(key) }.map_or((want::DEFAULT, 0), |w| (w.mode[d], w.from_seq[d]));
+    // SAFETY: as above. `generation` was read before the entry: had userspace
+    // changed the entry since, it changes the generation after, and the next
+    // segment looks again.
+    unsafe {
+        (*seen).mode = mode;
+        (*seen).from_seq = from_seq;
+        core::ptr::write_volatile(&raw mut (*seen).generation, generation);
+    }
+    (mode, from_seq)
 }
 
 #[inline(always)]

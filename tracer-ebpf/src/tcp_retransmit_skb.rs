@@ -23,7 +23,7 @@ fn on_retransmit(sk: *const u8) -> Option<()> {
     let (lport, rport) = sock::ports(sk)?;
     let (laddr, raddr) = sock::addresses(sk, family)?;
     let (key, from) = FlowKey::of_socket(family, laddr, lport, raddr, rport);
-    let stats = flow::FLOWS.get_ptr_mut(&key)?;
+    let stats = flow::FLOWS.get_ptr_mut(key)?;
     // SAFETY: map value pointer, checked for null; `from` is 0 or 1.
     flow::add32(unsafe { &raw mut (*stats).dir[from & 1].retransmits }, 1);
     Some(())

@@ -267,9 +267,7 @@ impl<W: Write> Session<W> {
         });
         result?;
         self.correlator.tick(now, &mut self.finished);
-        for (key, control) in self.correlator.controls.drain(..) {
-            self.programs.control(&key, control);
-        }
+        self.programs.control(self.correlator.controls.drain(..));
         self.print_finished()?;
         self.output.flush().context("cannot write to stdout")
     }

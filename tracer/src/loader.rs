@@ -74,19 +74,32 @@ pub struct Programs {
     recovered: PerCpuArray<MapData, u64>,
     flows: HashMap<MapData, FlowKey, FlowStats>,
     wants: HashMap<MapData, FlowKey, Want>,
-    /// Whether `wants` holds any entry, for the classifier.
-    wants_live: aya::maps::Array<MapData, u32>,
+    /// `wants`' generation, for the classifier: 0 while it is empty.
+    wants_gen: aya::maps::Array<MapData, u32>,
     /// The keys `wants` holds.
     wanted: std::collections::HashSet<FlowKey, foldhash::fast::RandomState>,
-    /// What `wants_live` was last set to.
-    told_live: u32,
+    /// The last generation given out, and what `wants_gen` was last set to.
+    generation: u32,
+    told_gen: u32,
     /// Map updates the kernel refused (a full table): counted, reported.
     pub want_errors: u64,
 }
 
 impl Programs {
-    /// Tells the classifier what payload a flow's protocol detector needs.
-    pub fn control(&mut self, key: &FlowKey, control: Control) {
+    /// Tells the classifier what payload the flows' protocol detectors need,
+    /// then that `wants` changed: one generation for the whole batch.
+    pub fn control(&mut self, controls: impl Iterator<Item = (FlowKey, Control)>) {
+        let mut changed = false;
+        for (key, control) in controls {
+            self.control_one(&key, control);
+            changed = true;
+        }
+        if changed {
+            self.tell_wants_gen();
+        }
+    }
+
+    fn control_one(&mut self, key: &FlowKey, control: Control) {
         let done = match control {
             Control::Set(want) => self.wants.insert(key, want, 0).map(|()| {
                 self.wanted.insert(*key);
@@ -101,17 +114,22 @@ impl Programs {
             self.want_errors += 1;
             log::debug!("payload request for a flow not taken: {e}");
         }
-        self.tell_wants_live();
     }
 
-    /// Flips the classifier's `WANTS_LIVE` when `wants` becomes empty or not.
-    fn tell_wants_live(&mut self) {
-        let live = u32::from(!self.wanted.is_empty());
-        if live == self.told_live {
+    /// A new generation, which voids what flows cached of `wants`, or 0 once
+    /// it is empty (which needs telling only once).
+    fn tell_wants_gen(&mut self) {
+        let told = if self.wanted.is_empty() {
+            0
+        } else {
+            self.generation = self.generation.wrapping_add(1).max(1);
+            self.generation
+        };
+        if told == self.told_gen {
             return;
         }
-        match self.wants_live.set(0, live, 0) {
-            Ok(()) => self.told_live = live,
+        match self.wants_gen.set(0, told, 0) {
+            Ok(()) => self.told_gen = told,
             Err(e) => {
                 self.want_errors += 1;
                 log::debug!("cannot tell the classifier whether payload requests exist: {e}");
@@ -233,7 +251,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
     let recovered = PerCpuArray::try_from(take(&mut ebpf, "RECOVERED")?).map_err(map_err("RECOVERED"))?;
     let flows = HashMap::try_from(take(&mut ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     let wants = HashMap::try_from(take(&mut ebpf, "WANTS")?).map_err(map_err("WANTS"))?;
-    let wants_live = aya::maps::Array::try_from(take(&mut ebpf, "WANTS_LIVE")?).map_err(map_err("WANTS_LIVE"))?;
+    let wants_gen = aya::maps::Array::try_from(take(&mut ebpf, "WANTS_GEN")?).map_err(map_err("WANTS_GEN"))?;
     Ok(Loaded {
         programs: Programs {
             _ebpf: ebpf,
@@ -241,9 +259,10 @@ pub fn load(settings: &Settings) -> Result<Loaded, LoadError> {
             recovered,
             flows,
             wants,
-            wants_live,
+            wants_gen,
             wanted: Default::default(),
-            told_live: 0,
+            generation: 0,
+            told_gen: 0,
             want_errors: 0,
         },
         logger,

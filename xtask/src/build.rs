@@ -19,19 +19,28 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn ebpf() -> Result<()> {
+    status(&mut ebpf_cargo("build")?)
+}
+
+/// Lints the kernel crate, which the workspace's clippy does not reach.
+pub fn ebpf_clippy() -> Result<()> {
+    status(ebpf_cargo("clippy")?.args(["--", "-D", "warnings"]))
+}
+
+/// Nightly cargo `subcommand` on the kernel crate, for the BPF target.
+fn ebpf_cargo(subcommand: &str) -> Result<Command> {
     setup::ensure_ebpf_toolchain()?;
     let root = workspace_root();
-    status(
-        Command::new("rustup")
-            .current_dir(root.join("tracer-ebpf"))
-            .env_remove("RUSTC")
-            .env_remove("RUSTC_WRAPPER")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .args(["run", "nightly", "cargo", "build", "--locked", "-Z", "build-std=core"])
-            .args(["--target", "bpfel-unknown-none", "--release", "--target-dir"])
-            .arg(root.join(EBPF_TARGET_DIR)),
-    )
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(root.join("tracer-ebpf"))
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .args(["run", "nightly", "cargo", subcommand, "--locked", "-Z", "build-std=core"])
+        .args(["--target", "bpfel-unknown-none", "--release", "--target-dir"])
+        .arg(root.join(EBPF_TARGET_DIR));
+    Ok(cmd)
 }
 
 pub fn all() -> Result<()> {

@@ -109,6 +109,7 @@ fn test(args: &[String]) -> Result<()> {
     status(cargo().args(["fmt", "--all", "--check"]))?;
     status(cargo().args(["fmt", "--check", "--manifest-path", "tracer-ebpf/Cargo.toml"]))?;
     status(cargo().args(["clippy", "--all-targets", "--release", "--", "-D", "warnings"]))?;
+    build::ebpf_clippy()?;
     build::peers()?;
     // The end-to-end tests load BPF programs: they run as root, one at a time,
     // because each tracer they start sees every socket on the host.
