@@ -37,7 +37,15 @@ fn ebpf_cargo(subcommand: &str) -> Result<Command> {
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args(["run", "nightly", "cargo", subcommand, "--locked", "-Z", "build-std=core"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            subcommand,
+            "--locked",
+            "-Z",
+            "build-std=core",
+        ])
         .args(["--target", "bpfel-unknown-none", "--release", "--target-dir"])
         .arg(root.join(EBPF_TARGET_DIR));
     Ok(cmd)

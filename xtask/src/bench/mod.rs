@@ -165,18 +165,29 @@ pub struct Bulk {
     pub traced_gbps: f64,
     pub ring_bytes: u64,
     pub bytes: u64,
+    /// The classifier's runs during the traced transfers: almost every
+    /// segment of a bulk transfer is only counted.
+    pub tc: ProgRun,
 }
 
 const BULK_BYTES: usize = 1 << 30;
 
 fn bulk_runs(tracer: &Path, dir: &Path, rounds: usize) -> Result<Bulk> {
     let (mut untraced, mut traced, mut ring) = (Vec::new(), Vec::new(), 0);
+    let mut tc = ProgRun::default();
     for _ in 0..rounds {
         for tool in [Tool::Untraced, Tool::Tracer, Tool::Tracer, Tool::Untraced] {
             let port = storm::free_port()?;
             let running = Running::start(tool, tracer, port, dir)?;
+            let progs0 = stats::programs(&running.progs)?;
             let secs = bulk::transfer(port, BULK_BYTES)?;
             thread::sleep(Duration::from_millis(200));
+            let progs = delta(&stats::programs(&running.progs)?, &progs0);
+            for name in ["tc_egress", "tc_ingress"] {
+                let run = progs.get(name).copied().unwrap_or_default();
+                tc.ns += run.ns;
+                tc.runs += run.runs;
+            }
             running.stop_ref()?;
             let gbps = BULK_BYTES as f64 * 8.0 / secs / 1e9;
             if tool == Tool::Untraced {
@@ -194,6 +205,7 @@ fn bulk_runs(tracer: &Path, dir: &Path, rounds: usize) -> Result<Bulk> {
         traced_gbps: t,
         ring_bytes: ring,
         bytes: BULK_BYTES as u64,
+        tc,
     })
 }
 
