@@ -188,7 +188,7 @@ fn check(name: &str, summary: &Summary) {
             let seen: Vec<_> = http
                 .requests
                 .iter()
-                .map(|r: &HttpRequest| (r.path.as_str(), r.status))
+                .map(|r: &HttpRequest| (&*r.path, r.status))
                 .collect();
             assert_eq!(
                 seen,

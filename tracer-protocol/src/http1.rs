@@ -281,8 +281,8 @@ impl Http1 {
         let version = request.version.unwrap_or(1);
         let keep_alive = fields.keeps_alive(version);
         let record = HttpRequest {
-            method: bounded(method, MAX_METHOD),
-            path: bounded(request.path.unwrap_or_default(), MAX_PATH),
+            method: crate::method(bounded(method, MAX_METHOD)),
+            path: bounded(request.path.unwrap_or_default(), MAX_PATH).into(),
             version,
             keep_alive,
             ..HttpRequest::default()
@@ -537,8 +537,8 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
-fn bounded(s: &str, max: usize) -> String {
-    s[..s.floor_char_boundary(max)].to_owned()
+fn bounded(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
 }
 
 fn lossy(bytes: &[u8], max: usize) -> String {
@@ -673,7 +673,7 @@ mod tests {
             (C, "GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n"),
             (S, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\np{}"),
         ]);
-        let paths: Vec<_> = http.requests().iter().map(|r| r.path.as_str()).collect();
+        let paths: Vec<_> = http.requests().iter().map(|r| &*r.path).collect();
         assert_eq!(paths, ["/", "/missing", "/style.css"]);
         assert_eq!(statuses(&http), [Some(200), Some(404), Some(200)]);
         assert_eq!(http.omitted(), 0);
@@ -801,7 +801,7 @@ mod tests {
         let got: Vec<_> = http
             .requests()
             .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str(), r.status))
+            .map(|r| (&*r.method, &*r.path, r.status))
             .collect();
         assert_eq!(
             got,
@@ -998,7 +998,7 @@ mod tests {
         // The first response answers the request lost in the gap.
         http.feed(S, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", 0);
         http.feed(S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0);
-        let paths: Vec<_> = http.requests().iter().map(|r| (r.path.as_str(), r.status)).collect();
+        let paths: Vec<_> = http.requests().iter().map(|r| (&*r.path, r.status)).collect();
         assert_eq!(paths, [("/a", Some(200)), ("/b", Some(200))]);
     }
 

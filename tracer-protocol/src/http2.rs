@@ -10,7 +10,7 @@
 //! a gap, a block too large or malformed) header values are given up rather
 //! than guessed.
 
-use std::fmt;
+use std::{borrow::Cow, fmt, sync::Arc};
 
 use loona_hpack::Decoder;
 
@@ -109,11 +109,11 @@ impl Http2 {
 
     /// h2c: the HTTP/1.1 upgrade request becomes stream 1 (RFC 7540 §3.2),
     /// already half-closed by the client; its response comes as HEADERS on stream 1.
-    pub fn upgraded(method: &str, path: &str, from_start: bool) -> Self {
+    pub fn upgraded(method: Arc<str>, path: Arc<str>, from_start: bool) -> Self {
         let mut h2 = Http2::new(H2Mode::H2cUpgrade, from_start);
         if let Some(request) = h2.open(1) {
-            request.method = Some(bounded(method.as_bytes()));
-            request.path = Some(bounded(path.as_bytes()));
+            request.method = Some(method);
+            request.path = Some(path);
         }
         h2
     }
@@ -478,16 +478,16 @@ impl Head {
 /// The pseudo-header fields this module reports.
 #[derive(Default)]
 struct Fields {
-    method: Option<String>,
-    path: Option<String>,
+    method: Option<Arc<str>>,
+    path: Option<Arc<str>>,
     status: Option<u16>,
 }
 
 impl Fields {
     fn add(&mut self, name: &[u8], value: &[u8]) {
         match name {
-            b":method" => self.method = Some(bounded(value)),
-            b":path" => self.path = Some(bounded(value)),
+            b":method" => self.method = Some(crate::method(&bounded(value))),
+            b":path" => self.path = Some(bounded(value).into()),
             b":status" => self.status = status(value),
             _ => {}
         }
@@ -503,8 +503,8 @@ fn status(value: &[u8]) -> Option<u16> {
     }
 }
 
-fn bounded(value: &[u8]) -> String {
-    String::from_utf8_lossy(&value[..value.len().min(MAX_VALUE)]).into_owned()
+fn bounded(value: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(&value[..value.len().min(MAX_VALUE)])
 }
 
 #[cfg(test)]
@@ -561,8 +561,8 @@ mod tests {
     fn request(stream: u32, method: Option<&str>, path: Option<&str>, status: Option<u16>) -> H2Request {
         H2Request {
             stream,
-            method: method.map(str::to_owned),
-            path: path.map(str::to_owned),
+            method: method.map(Arc::from),
+            path: path.map(Arc::from),
             status,
         }
     }
@@ -610,7 +610,7 @@ mod tests {
 
     #[test]
     fn curl_h2c_upgrade() {
-        let mut h2 = Http2::upgraded("GET", "/up", true);
+        let mut h2 = Http2::upgraded("GET".into(), "/up".into(), true);
         play(&mut h2, &hex(CURL_H2C), &hex(SERVER_H2C));
         assert_eq!(h2.mode(), H2Mode::H2cUpgrade);
         assert!(h2.proven() && h2.headers_readable());
@@ -626,7 +626,7 @@ mod tests {
 
     #[test]
     fn upgraded_stream_counts_before_any_frame() {
-        let h2 = Http2::upgraded("GET", "/", true);
+        let h2 = Http2::upgraded("GET".into(), "/".into(), true);
         assert_eq!(h2.streams(), 1);
         assert!(!h2.proven());
     }
@@ -912,7 +912,7 @@ mod tests {
         let prior_knowledge: fn() -> Http2 = || Http2::new(H2Mode::PriorKnowledge, true);
         let exchanges = [
             (prior_knowledge, hex(CURL_PRIOR), hex(SERVER_PRIOR)),
-            (|| Http2::upgraded("GET", "/up", true), hex(CURL_H2C), hex(SERVER_H2C)),
+            (|| Http2::upgraded("GET".into(), "/up".into(), true), hex(CURL_H2C), hex(SERVER_H2C)),
             (prior_knowledge, hand, hand_server),
         ];
         for (start, client, server) in exchanges {
@@ -984,7 +984,7 @@ mod tests {
                 let len = bytes.len();
                 bytes[at / 2 % len] ^= byte;
             }
-            let mut h2 = Http2::upgraded("GET", "/up", true);
+            let mut h2 = Http2::upgraded("GET".into(), "/up".into(), true);
             play(&mut h2, &client, &server);
             prop_assert_eq!(h2.requests().len() as u64 + h2.omitted(), h2.streams());
         }

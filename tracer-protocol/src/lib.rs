@@ -7,6 +7,8 @@
 //! bytes it parsed, and how many that follow it does not need to see (a body,
 //! a frame's payload), so that the kernel stops shipping them. No input may
 //! make a parser panic, loop or grow without bound.
+use std::sync::Arc;
+
 pub mod http1;
 pub mod http2;
 pub mod marks;
@@ -14,6 +16,17 @@ pub mod redact;
 pub mod replay;
 pub mod tls;
 pub mod websocket;
+
+/// A request method, shared: the common ones are made once per process.
+pub(crate) fn method(m: &str) -> Arc<str> {
+    static COMMON: std::sync::LazyLock<[Arc<str>; 9]> = std::sync::LazyLock::new(|| {
+        ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"].map(Arc::from)
+    });
+    COMMON
+        .iter()
+        .find(|c| ***c == *m)
+        .map_or_else(|| Arc::from(m), Arc::clone)
+}
 
 /// Who sent the bytes: the endpoint that opened the connection, or the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,9 +78,11 @@ pub const MAX_REQUESTS: usize = 1024;
 /// One HTTP/1.x request and its response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
-    pub method: String,
+    /// Shared, as `path` is: each socket's record of the flow holds a copy
+    /// of the request list, which then costs no allocation per string.
+    pub method: Arc<str>,
     /// As sent, query string included: output redacts it (see `redact`).
-    pub path: String,
+    pub path: Arc<str>,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
     /// The final response's status (interim 1xx responses other than 101 are skipped).
@@ -110,9 +125,9 @@ impl H2Mode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct H2Request {
     pub stream: u32,
-    pub method: Option<String>,
+    pub method: Option<Arc<str>>,
     /// Query string included: output redacts it.
-    pub path: Option<String>,
+    pub path: Option<Arc<str>>,
     pub status: Option<u16>,
 }
 

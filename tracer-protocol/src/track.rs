@@ -1,6 +1,8 @@
 //! One flow's protocol: its two byte streams, the parser that proved itself
 //! on them (switching on an HTTP Upgrade), and what the kernel should ship
 //! next so that bodies and frame payloads never cross the ring buffer.
+use std::sync::Arc;
+
 use tracer_common::{DEFAULT_HEADS, Want, want};
 
 use super::{
@@ -242,8 +244,8 @@ impl Tracker {
                 let (method, path) = http
                     .requests()
                     .last()
-                    .map_or((String::new(), String::new()), |r| (r.method.clone(), r.path.clone()));
-                Some(Http2::upgraded(&method, &path, self.from_start))
+                    .map_or((Arc::from(""), Arc::from("")), |r| (r.method.clone(), r.path.clone()));
+                Some(Http2::upgraded(method, path, self.from_start))
             }
             None => return false,
         };
@@ -433,7 +435,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
         let requests = &whole.http.as_ref().unwrap().requests;
         let seen: Vec<_> = requests
             .iter()
-            .map(|r| (r.path.as_str(), r.status, r.keep_alive))
+            .map(|r| (&*r.path, r.status, r.keep_alive))
             .collect();
         assert_eq!(
             seen,
@@ -577,7 +579,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
             .iter()
             .map(|r| (r.path.clone(), r.status))
             .collect();
-        assert_eq!(got.last(), Some(&("/two".to_owned(), Some(404))), "{got:?}");
+        assert_eq!(got.last(), Some(&(Arc::from("/two"), Some(404))), "{got:?}");
         assert_eq!(t.gaps, 1);
     }
 
