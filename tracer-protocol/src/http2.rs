@@ -912,7 +912,11 @@ mod tests {
         let prior_knowledge: fn() -> Http2 = || Http2::new(H2Mode::PriorKnowledge, true);
         let exchanges = [
             (prior_knowledge, hex(CURL_PRIOR), hex(SERVER_PRIOR)),
-            (|| Http2::upgraded("GET".into(), "/up".into(), true), hex(CURL_H2C), hex(SERVER_H2C)),
+            (
+                || Http2::upgraded("GET".into(), "/up".into(), true),
+                hex(CURL_H2C),
+                hex(SERVER_H2C),
+            ),
             (prior_knowledge, hand, hand_server),
         ];
         for (start, client, server) in exchanges {

@@ -20,7 +20,10 @@ pub mod websocket;
 /// A request method, shared: the common ones are made once per process.
 pub(crate) fn method(m: &str) -> Arc<str> {
     static COMMON: std::sync::LazyLock<[Arc<str>; 9]> = std::sync::LazyLock::new(|| {
-        ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"].map(Arc::from)
+        [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+        ]
+        .map(Arc::from)
     });
     COMMON
         .iter()

@@ -433,10 +433,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
         let whole = play(KEEP_ALIVE, usize::MAX).0.summary();
         assert_eq!(whole.protocol, "http/1.1");
         let requests = &whole.http.as_ref().unwrap().requests;
-        let seen: Vec<_> = requests
-            .iter()
-            .map(|r| (&*r.path, r.status, r.keep_alive))
-            .collect();
+        let seen: Vec<_> = requests.iter().map(|r| (&*r.path, r.status, r.keep_alive)).collect();
         assert_eq!(
             seen,
             [
