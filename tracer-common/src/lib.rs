@@ -204,17 +204,20 @@ pub struct DirCounters {
 
 /// A direction's payload request, cached in its flow's record so that a
 /// long flow's segments do not each look `WANTS` up: valid while `WANTS_GEN`
-/// still holds `generation`. Written only by the direction's own segments.
-#[repr(C)]
+/// still holds its generation. Written and read as one 8-byte word, because
+/// the two CPUs a loopback flow's segments run on can both refresh it, and a
+/// mix of their writes must not pass for the current generation.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WantSeen {
-    /// The `WANTS_GEN` value it was read under (never 0 when valid).
-    pub generation: u32,
+    /// `generation << 8 | mode` (a `want` value; `want::DEFAULT` when the
+    /// flow had no entry). Generation 0 is never valid.
+    pub tag: u32,
     pub from_seq: u32,
-    /// A `want` value; `want::DEFAULT` when the flow had no entry.
-    pub mode: u8,
-    pub _pad: [u8; 7],
 }
+
+/// `WANTS_GEN` values wrap within the bits `WantSeen::tag` leaves them.
+pub const WANTS_GEN_MASK: u32 = 0x00ff_ffff;
 
 /// What a flow's direction has shown of its SYN (`DirCounters::has_isn`).
 pub mod syn_seen {
@@ -431,11 +434,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<StateEvent>(), 104);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<DirCounters>(), 72);
-        assert_eq!(size_of::<FlowStats>(), 152);
+        assert_eq!(size_of::<DirCounters>(), 80);
+        assert_eq!(size_of::<FlowStats>(), 168);
         assert_eq!(size_of::<SegmentEvent>(), 96);
         assert_eq!(size_of::<Want>(), 12);
-        assert_eq!(size_of::<CloseEvent>(), 264);
+        assert_eq!(size_of::<CloseEvent>(), 280);
         assert_eq!(size_of::<OwnerEvent>(), 48);
     }
 

@@ -227,7 +227,7 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     };
     let p = entry.as_mut_ptr();
     // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
-    // 264-byte event off the 512-byte BPF stack.
+    // 280-byte event off the 512-byte BPF stack.
     unsafe {
         write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;

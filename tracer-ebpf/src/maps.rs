@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{AF_INET, AF_INET6, COMM_LEN, FlowKey, MAX_CAPTURE, PortBits, Task, Want, filter, port_set};
+use tracer_common::{
+    AF_INET, AF_INET6, COMM_LEN, FlowKey, MAX_CAPTURE, PortBits, Task, WANTS_GEN_MASK, Want, filter, port_set,
+};
 
 /// Every event of every kind; userspace sets the real size before load.
 #[map]
@@ -131,7 +133,9 @@ pub fn port_gate(sport: u16, dport: u16) -> bool {
 #[inline(always)]
 pub fn wants_gen() -> u32 {
     // SAFETY: read only; userspace writes it between runs of ours.
-    WANTS_GEN.get(0).map_or(0, |n| unsafe { core::ptr::read_volatile(n) })
+    WANTS_GEN
+        .get(0)
+        .map_or(0, |n| unsafe { core::ptr::read_volatile(n) } & WANTS_GEN_MASK)
 }
 
 #[inline(always)]

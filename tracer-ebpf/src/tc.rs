@@ -435,25 +435,23 @@ fn payload_wanted(seg: &Segment, key: &FlowKey, from: usize, stats: *mut tracer_
 /// pays one hash lookup per change of `WANTS`, not one per segment.
 #[inline(always)]
 fn wanted_by(key: &FlowKey, d: usize, stats: *mut tracer_common::FlowStats, generation: u32) -> (u8, u32) {
-    // SAFETY: the flow's record, checked for null; only this direction's
-    // segments write its cache.
-    let seen = unsafe { &raw mut (*stats).dir[d].want };
-    // SAFETY: as above.
-    unsafe {
-        if (*seen).generation == generation {
-            return ((*seen).mode, (*seen).from_seq);
-        }
+    // SAFETY: the flow's record, checked for null; `WantSeen` is 8-aligned.
+    let seen = unsafe { (&raw mut (*stats).dir[d].want).cast::<u64>() };
+    // SAFETY: as above: one load, so tag and sequence number come from one write.
+    let word = unsafe { core::ptr::read_volatile(seen) };
+    let (tag, seq) = (word as u32, (word >> 32) as u32);
+    if tag >> 8 == generation {
+        return (tag as u8, seq);
     }
     // SAFETY: a map value, read-only here.
     let (mode, from_seq) = unsafe { maps::WANTS.get(key) }.map_or((want::DEFAULT, 0), |w| (w.mode[d], w.from_seq[d]));
-    // SAFETY: as above. `generation` was read before the entry: had userspace
-    // changed the entry since, it changes the generation after, and the next
-    // segment looks again.
-    unsafe {
-        (*seen).mode = mode;
-        (*seen).from_seq = from_seq;
-        core::ptr::write_volatile(&raw mut (*seen).generation, generation);
-    }
+    // `generation` was read before the entry: had userspace changed the
+    // entry since, it changes the generation after, and the next segment
+    // looks again. One store, so another CPU's refresh is either all there
+    // or not at all.
+    let tag = generation << 8 | u32::from(mode);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(seen, u64::from(tag) | u64::from(from_seq) << 32) };
     (mode, from_seq)
 }
 

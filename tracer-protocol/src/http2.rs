@@ -29,7 +29,8 @@ const DEFAULT_TABLE: usize = 4096;
 const MAX_TABLE: usize = 64 * 1024;
 /// Responses the server may send ahead of the requests we have parsed.
 const MAX_EARLY: usize = 64;
-/// `:method` and `:path` are kept up to this many bytes.
+/// `:method` and `:path` are kept up to this many bytes (an h2c upgrade's
+/// stream 1 keeps what the HTTP/1.1 parser kept of its request).
 const MAX_VALUE: usize = 1024;
 
 const HEADERS: u8 = 0x1;

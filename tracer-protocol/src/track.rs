@@ -244,7 +244,7 @@ impl Tracker {
                 let (method, path) = http
                     .requests()
                     .last()
-                    .map_or((Arc::from(""), Arc::from("")), |r| (r.method.clone(), r.path.clone()));
+                    .map_or((Arc::default(), Arc::default()), |r| (r.method.clone(), r.path.clone()));
                 Some(Http2::upgraded(method, path, self.from_start))
             }
             None => return false,

@@ -8,7 +8,7 @@ use aya::{
     util::KernelVersion,
 };
 use aya_log::EbpfLogger;
-use tracer_common::{FlowKey, FlowStats, PortBits, Task, Want, filter, port_set};
+use tracer_common::{FlowKey, FlowStats, PortBits, Task, WANTS_GEN_MASK, Want, filter, port_set};
 
 use crate::{event::comm_bytes, iface::Iface, misses, procfs::Listener, protocol::Control};
 
@@ -122,7 +122,7 @@ impl Programs {
         let told = if self.wanted.is_empty() {
             0
         } else {
-            self.generation = self.generation.wrapping_add(1).max(1);
+            self.generation = (self.generation.wrapping_add(1) & WANTS_GEN_MASK).max(1);
             self.generation
         };
         if told == self.told_gen {

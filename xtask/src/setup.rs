@@ -22,13 +22,22 @@ fn output(cmd: &mut Command) -> Result<String> {
 }
 
 fn ensure_rust_src() -> Result<()> {
+    ensure_nightly_component("rust-src")
+}
+
+/// Nightly's clippy, which `cargo xtask test` runs on the kernel crate.
+pub fn ensure_nightly_clippy() -> Result<()> {
+    ensure_nightly_component("clippy")
+}
+
+fn ensure_nightly_component(name: &str) -> Result<()> {
     let installed =
         output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+    if installed.lines().any(|l| l.starts_with(name)) {
         return Ok(());
     }
-    println!("xtask: installing rust-src for nightly (rustup component add rust-src --toolchain nightly)");
-    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    println!("xtask: installing {name} for nightly (rustup component add {name} --toolchain nightly)");
+    status(Command::new("rustup").args(["component", "add", name, "--toolchain", "nightly"]))
 }
 
 fn bpf_linker_version() -> Option<String> {
