@@ -539,6 +539,22 @@ mod tests {
         })
     }
 
+    /// A shipped SYN's time wins; without one, the kernel's record gives the
+    /// time of a direction whose SYN it saw, and nothing where it saw none.
+    #[test]
+    fn syn_times_come_from_shipped_syns_then_the_flow_record() {
+        let mut stats = FlowStats::default();
+        stats.dir[0].has_isn = syn_seen::OPENER;
+        stats.dir[0].syn_ts = 100;
+        stats.dir[1].syn_ts = 999;
+        assert_eq!(syn_times([None, None], Some(&stats)), [Some(100), None]);
+        assert_eq!(syn_times([Some(90), None], Some(&stats)), [Some(90), None]);
+        stats.dir[1].has_isn = syn_seen::ANSWER;
+        assert_eq!(syn_times([None, Some(150)], Some(&stats)), [Some(100), Some(150)]);
+        assert_eq!(syn_times([None, None], Some(&stats)), [Some(100), Some(999)]);
+        assert_eq!(syn_times([None, Some(7)], None), [None, Some(7)]);
+    }
+
     /// The kernel's two copies of the state program can both deliver one
     /// transition: the copy is dropped and counted, open or just closed, and
     /// the socket has one record.
