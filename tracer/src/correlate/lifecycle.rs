@@ -110,18 +110,19 @@ impl Lifecycle {
             .stats
             .map_or_else(Default::default, |s| (pick(s, local), pick(s, 1 - local)));
         // Ring order is not time order across CPUs: filter, do not bisect.
-        let late = |s: &&Segment| view.late_after.is_some_and(|t| s.ts_ns > t);
+        let own = |s: &Segment| view.until.is_none_or(|u| s.ts_ns < u);
+        let late = |s: &&Segment| view.late_after.is_some_and(|t| s.ts_ns > t) && own(s);
         for seg in view.segments.iter().filter(late) {
             if seg.from == local { tx.add(seg) } else { rx.add(seg) }
         }
         let start = self.start_ns(view.syn_ts[1 - local]);
         let end = self.closed.unwrap_or(view.now_ns).max(start);
-        // A reused 4-tuple's log can still hold the last connection's reset:
-        // only this socket's own time counts.
+        // A reused 4-tuple's log can hold the last connection's reset, or the
+        // next one's: only this socket's own time counts.
         let first_rst = view
             .segments
             .iter()
-            .filter(|s| s.ts_ns >= start && s.has(tcp_flag::RST))
+            .filter(|s| s.ts_ns >= start && own(s) && s.has(tcp_flag::RST))
             .min_by_key(|s| s.ts_ns)
             .map(|s| s.from);
         let close = if view.open_at_exit {
@@ -210,6 +211,9 @@ pub struct View<'a> {
     /// Segments after this time (the close whose counters `stats` are)
     /// count on top of them.
     pub late_after: Option<u64>,
+    /// When the next connection on the 4-tuple began, after this socket's
+    /// close: what comes from then on is not this socket's.
+    pub until: Option<u64>,
     pub segments: &'a [Segment],
     pub open_at_exit: bool,
     pub now_ns: u64,

@@ -63,13 +63,34 @@ struct FlowLog {
     /// Lifecycles attached to this flow (two on loopback).
     sockets: u32,
     last_seen_ns: u64,
+    /// When the latest connections on this 4-tuple began, as far as seen (a
+    /// socket claiming the flow, a SYN or payload head of a new connection),
+    /// 0 for none: a closed socket's late segments and resets end where the
+    /// next connection begins.
+    began: [u64; BEGINNINGS],
 }
+
+/// Connections a 4-tuple can begin within one grace period, as far as the
+/// records waiting in it need to tell them apart.
+const BEGINNINGS: usize = 4;
 
 impl FlowLog {
     /// Whether a payload head's copy of the kernel's record names ISNs other
     /// than those held: a new connection on a reused 4-tuple.
     fn is_other(&self, h: &Handshake) -> bool {
         (0..2).any(|i| matches!((self.isn[i], h.isn[i]), (Some(a), Some(b)) if a != b))
+    }
+
+    /// Notes that a connection began (or that a socket joined one) at `ts`.
+    fn begin(&mut self, ts: u64) {
+        let oldest = (0..BEGINNINGS).min_by_key(|&i| self.began[i]).unwrap_or(0);
+        self.began[oldest] = ts;
+    }
+
+    /// Where what happened after `closed` stops being that connection's: the
+    /// first beginning after it.
+    fn next_after(&self, closed: u64) -> Option<u64> {
+        self.began.iter().copied().filter(|&t| t > closed).min()
     }
 
     /// Takes the handshake from a payload head, where no SYN was shipped.
@@ -291,7 +312,9 @@ impl Correlator {
             (life.flow.is_none() && s.lport != 0 && s.rport != 0).then(|| s.flow().0)
         };
         if let Some(key) = claim {
-            self.flows.entry(key).or_default().sockets += 1;
+            let log = self.flows.entry(key).or_default();
+            log.sockets += 1;
+            log.begin(s.ts_ns);
         }
         let life = self.open.get_mut(&s.sock).expect("tracked just now");
         life.flow = life.flow.or(claim);
@@ -328,6 +351,7 @@ impl Correlator {
             let old = log.proto.take();
             controls.extend(retire_tracker(seg.key, old.as_deref(), gaps));
             (log.isn, log.syn_ts, log.opener) = Default::default();
+            log.begin(seg.ts_ns);
         }
         log.last_seen_ns = now_ns;
         log.learn(&seg.handshake);
@@ -446,12 +470,14 @@ impl Correlator {
         let segments = log.map_or(&[][..], |l| &l.segments[..]);
         // Segments after the close are not in its counters: they count on top.
         let late_after = life.closed.filter(|_| stats.is_some());
+        let until = life.closed.and_then(|c| log.and_then(|l| l.next_after(c)));
         let mut conn = life.connection(
             role,
             View {
                 stats,
                 syn_ts: syn_times(log.map_or([None; 2], |l| l.syn_ts), stats),
                 late_after,
+                until,
                 segments,
                 open_at_exit,
                 now_ns,
@@ -636,15 +662,9 @@ mod tests {
         assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
     }
 
-    /// A 4-tuple reused while the last connection's socket waits out its
-    /// grace period: the log still holds that connection's reset, which must
-    /// not decide who aborted the new one.
-    #[test]
-    fn a_reused_tuple_is_judged_by_its_own_reset() {
-        let mut c = correlator();
-        let mut out = Vec::new();
-        let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
-        let rst = |ts_ns: u64, from: usize| Segment {
+    /// A reset sent by endpoint `from` of `key`, as the classifier ships it.
+    fn reset(key: FlowKey, ts_ns: u64, from: usize) -> Segment {
+        Segment {
             ts_ns,
             key,
             from,
@@ -658,7 +678,18 @@ mod tests {
             head_off: 0,
             late: false,
             handshake: Handshake::default(),
-        };
+        }
+    }
+
+    /// A 4-tuple reused while the last connection's socket waits out its
+    /// grace period: the log still holds that connection's reset, which must
+    /// not decide who aborted the new one.
+    #[test]
+    fn a_reused_tuple_is_judged_by_its_own_reset() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
+        let rst = |ts_ns: u64, from: usize| reset(key, ts_ns, from);
         let mut stats = FlowStats::default();
         let mut life = |sock: u64, t: u64, rst_from: usize, out: &mut Vec<Connection>| {
             let at = |old, new, dt| StateChange {
@@ -682,6 +713,47 @@ mod tests {
         let close = |sock| out.iter().find(|r| r.sock == sock).map(|r| r.close);
         assert_eq!(close(1), Some(crate::connection::CloseKind::RemoteRst));
         assert_eq!(close(2), Some(crate::connection::CloseKind::LocalRst));
+    }
+
+    /// The next connection on a 4-tuple, begun while the last one's socket
+    /// waits out its grace period: its reset is neither a late segment of
+    /// the last one nor the last one's abort.
+    #[test]
+    fn the_next_connection_on_a_tuple_is_not_the_last_ones_late_traffic() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
+        let at = |sock, ts_ns, old, new| StateChange {
+            sock,
+            ts_ns,
+            ..change("127.0.0.1", "127.0.0.1", old, new)
+        };
+        let mut stats = FlowStats::default();
+        for d in &mut stats.dir {
+            (d.packets, d.flags[0]) = (3, 1);
+        }
+        let first = [
+            (CLOSE, SYN_SENT, 100),
+            (SYN_SENT, ESTABLISHED, 110),
+            (ESTABLISHED, FIN_WAIT1, 140),
+            (FIN_WAIT1, FIN_WAIT2, 145),
+        ];
+        for (old, new, ts) in first {
+            c.on_event(&Event::State(at(1, ts, old, new)), ts, &mut out);
+        }
+        let close = Close {
+            state: at(1, 160, FIN_WAIT2, CLOSE),
+            stats: Some(stats),
+        };
+        c.on_event(&Event::Close(close), 160, &mut out);
+        // The next connection, from the same port, within the grace period.
+        c.on_event(&Event::State(at(2, 500, CLOSE, SYN_SENT)), 500, &mut out);
+        c.on_event(&Event::Segment(reset(key, 550, 1 - local), None), 550, &mut out);
+        c.tick(1_200, &mut out);
+        let r = out.iter().find(|r| r.sock == 1).expect("the first socket's record");
+        assert_eq!(r.close, crate::connection::CloseKind::LocalFin);
+        assert_eq!((r.rx.packets, r.rx.with(tcp_flag::RST)), (3, 0));
+        assert_eq!(r.states.last().map(|s| s.state.0), Some(TIME_WAIT));
     }
 
     /// A client's birth is the same for every socket at one address (its port
