@@ -63,6 +63,15 @@ impl Lifecycle {
         }
     }
 
+    /// When this socket began a connection, if it was seen from its start
+    /// (`s` is the transition about to be added): a client's SYN_SENT is
+    /// entered before its SYN leaves, a server's SYN_RECV as the SYN arrives.
+    /// A socket first seen mid-life began nothing that is known.
+    pub fn began_at(&self, s: &StateChange) -> Option<u64> {
+        let (state, ts) = self.states.first().copied().unwrap_or((s.new, s.ts_ns));
+        matches!(state.0, tcp_state::SYN_SENT | tcp_state::SYN_RECV).then_some(ts)
+    }
+
     pub fn is_listener(&self) -> bool {
         self.last.new.0 == tcp_state::LISTEN || self.last.old.0 == tcp_state::LISTEN && self.role.is_none()
     }

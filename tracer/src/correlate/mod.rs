@@ -64,15 +64,16 @@ struct FlowLog {
     sockets: u32,
     last_seen_ns: u64,
     /// When the latest connections on this 4-tuple began, as far as seen (a
-    /// socket claiming the flow, a SYN or payload head of a new connection),
-    /// 0 for none: a closed socket's late segments and resets end where the
-    /// next connection begins.
+    /// socket that opened one claiming the flow, a SYN or payload head of a
+    /// new connection), 0 for none: a closed socket's late segments and
+    /// resets end where the next connection begins.
     began: [u64; BEGINNINGS],
 }
 
-/// Connections a 4-tuple can begin within one grace period, as far as the
-/// records waiting in it need to tell them apart.
-const BEGINNINGS: usize = 4;
+/// Beginnings kept per 4-tuple, the oldest dropped first. A connection notes
+/// one per local socket that opens it and one more when its SYN or first head
+/// shows it new: room for the next two connections within one grace period.
+const BEGINNINGS: usize = 6;
 
 impl FlowLog {
     /// Whether a payload head's copy of the kernel's record names ISNs other
@@ -307,14 +308,17 @@ impl Correlator {
 
     /// The socket's lifecycle, attached to its flow once its ports are known.
     fn track(&mut self, s: &StateChange) -> &mut Lifecycle {
-        let claim = {
+        let (claim, began) = {
             let life = self.lifecycle(s);
-            (life.flow.is_none() && s.lport != 0 && s.rport != 0).then(|| s.flow().0)
+            let claim = (life.flow.is_none() && s.lport != 0 && s.rport != 0).then(|| s.flow().0);
+            (claim, life.began_at(s))
         };
         if let Some(key) = claim {
             let log = self.flows.entry(key).or_default();
             log.sockets += 1;
-            log.begin(s.ts_ns);
+            if let Some(t) = began {
+                log.begin(t);
+            }
         }
         let life = self.open.get_mut(&s.sock).expect("tracked just now");
         life.flow = life.flow.or(claim);
@@ -746,14 +750,26 @@ mod tests {
             stats: Some(stats),
         };
         c.on_event(&Event::Close(close), 160, &mut out);
-        // The next connection, from the same port, within the grace period.
-        c.on_event(&Event::State(at(2, 500, CLOSE, SYN_SENT)), 500, &mut out);
+        // The next connection, from the same port, within the grace period:
+        // refused, its socket names its port only as it closes.
+        let connect = StateChange {
+            lport: 0,
+            ..at(2, 500, CLOSE, SYN_SENT)
+        };
+        c.on_event(&Event::State(connect), 500, &mut out);
         c.on_event(&Event::Segment(reset(key, 550, 1 - local), None), 550, &mut out);
-        c.tick(1_200, &mut out);
-        let r = out.iter().find(|r| r.sock == 1).expect("the first socket's record");
+        let refused = Close {
+            state: at(2, 560, SYN_SENT, CLOSE),
+            stats: None,
+        };
+        c.on_event(&Event::Close(refused), 560, &mut out);
+        c.tick(2_000, &mut out);
+        let record = |sock| out.iter().find(|r| r.sock == sock).expect("a record per socket");
+        let r = record(1);
         assert_eq!(r.close, crate::connection::CloseKind::LocalFin);
         assert_eq!((r.rx.packets, r.rx.with(tcp_flag::RST)), (3, 0));
         assert_eq!(r.states.last().map(|s| s.state.0), Some(TIME_WAIT));
+        assert_eq!(record(2).close, crate::connection::CloseKind::Refused);
     }
 
     /// A client's birth is the same for every socket at one address (its port
