@@ -806,6 +806,11 @@ fn retransmissions_are_counted_as_the_kernel_counts_them() {
 /// A client socket bound to a fixed local port before connecting (libc: std
 /// cannot bind a TcpStream).
 fn connect_from(local_port: u16, to: SocketAddr) -> TcpStream {
+    try_connect_from(local_port, to).unwrap()
+}
+
+/// As `connect_from`, with the connect's failure (a refusal) returned.
+fn try_connect_from(local_port: u16, to: SocketAddr) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     // SAFETY: plain socket calls on a fresh fd with correctly sized arguments.
     unsafe {
@@ -831,14 +836,56 @@ fn connect_from(local_port: u16, to: SocketAddr) -> TcpStream {
         );
         let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
         let remote = sin(to.port(), to.ip().octets());
-        assert_eq!(
-            libc::connect(fd, (&raw const remote).cast(), len),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        TcpStream::from_raw_fd(fd)
+        let stream = TcpStream::from_raw_fd(fd);
+        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
     }
+}
+
+/// A port reused at once after an abort, towards a server that has gone:
+/// the refusal's reset comes within the aborted connection's grace period,
+/// yet it belongs to the new connection, not to the old one's late traffic.
+#[test]
+fn a_port_reused_within_the_grace_period_keeps_its_traffic_apart() {
+    let port = free_port();
+    let local = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let to = listener.local_addr().unwrap();
+    let mut c = connect_from(local, to);
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(REQUEST).unwrap();
+    s.read_exact(&mut vec![0u8; REQUEST.len()]).unwrap();
+    drop(listener);
+    set_linger_zero(&c);
+    drop(c);
+    assert!(s.read(&mut [0u8; 1]).is_err(), "the server socket sees the reset");
+    drop(s);
+    let refused = try_connect_from(local, to).map(|_| ()).map_err(|e| e.kind());
+    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused));
+    let records = tracer.stop();
+    let sockets: Vec<&Value> = of_type(&records, "connection")
+        .into_iter()
+        .filter(|r| r["lport"] == local || r["rport"] == local)
+        .collect();
+    let by = |lport: u16, close: &str| {
+        let found: Vec<_> = sockets
+            .iter()
+            .filter(|r| r["lport"] == lport && r["close"] == close)
+            .collect();
+        assert_eq!(found.len(), 1, "one {close} socket on port {lport}: {sockets:?}");
+        *found[0]
+    };
+    let (aborted, peer, next) = (by(local, "local_rst"), by(port, "remote_rst"), by(local, "refused"));
+    assert_eq!(sockets.len(), 3, "{sockets:?}");
+    let resets = |r: &Value| (r["flags"]["tx"]["RST"].clone(), r["flags"]["rx"]["RST"].clone());
+    assert_eq!(resets(aborted), (1.into(), 0.into()), "{aborted}");
+    assert_eq!(resets(peer), (0.into(), 1.into()), "{peer}");
+    assert_eq!(resets(next), (0.into(), 1.into()), "{next}");
+    assert_eq!(aborted["bytes"]["tx"], REQ, "{aborted}");
+    assert_eq!(peer["bytes"]["rx"], REQ, "{peer}");
 }
 
 /// The same 4-tuple twice (the server closes first, so its TIME_WAIT lets the
