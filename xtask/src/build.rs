@@ -24,7 +24,7 @@ pub fn ebpf() -> Result<()> {
 
 /// Lints the kernel crate, which the workspace's clippy does not reach.
 pub fn ebpf_clippy() -> Result<()> {
-    setup::ensure_nightly_clippy()?;
+    setup::ensure_nightly_component("clippy")?;
     status(ebpf_cargo("clippy")?.args(["--", "-D", "warnings"]))
 }
 

@@ -10,7 +10,7 @@ pub const BPF_LINKER_VERSION: &str = "0.10.0";
 pub const BPF_LINKER_LLVM_MAJOR: u32 = 22;
 
 pub fn ensure_ebpf_toolchain() -> Result<()> {
-    ensure_rust_src()?;
+    ensure_nightly_component("rust-src")?;
     ensure_bpf_linker()?;
     check_llvm_match()
 }
@@ -21,16 +21,9 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ensure_rust_src() -> Result<()> {
-    ensure_nightly_component("rust-src")
-}
-
-/// Nightly's clippy, which `cargo xtask test` runs on the kernel crate.
-pub fn ensure_nightly_clippy() -> Result<()> {
-    ensure_nightly_component("clippy")
-}
-
-fn ensure_nightly_component(name: &str) -> Result<()> {
+/// A rustup component of nightly: `rust-src` for the kernel build, `clippy`
+/// for its lint.
+pub fn ensure_nightly_component(name: &str) -> Result<()> {
     let installed =
         output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
     if installed.lines().any(|l| l.starts_with(name)) {

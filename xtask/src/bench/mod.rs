@@ -184,9 +184,7 @@ fn bulk_runs(tracer: &Path, dir: &Path, rounds: usize) -> Result<Bulk> {
             thread::sleep(Duration::from_millis(200));
             let progs = delta(&stats::programs(&running.progs)?, &progs0);
             for name in ["tc_egress", "tc_ingress"] {
-                let run = progs.get(name).copied().unwrap_or_default();
-                tc.ns += run.ns;
-                tc.runs += run.runs;
+                tc.add(progs.get(name).copied().unwrap_or_default());
             }
             running.stop_ref()?;
             let gbps = BULK_BYTES as f64 * 8.0 / secs / 1e9;

@@ -49,9 +49,7 @@ fn sum_progs<'a>(samples: impl Iterator<Item = &'a Sample>) -> std::collections:
     let mut all = std::collections::HashMap::<String, ProgRun>::new();
     for s in samples {
         for (name, p) in &s.progs {
-            let e = all.entry(name.clone()).or_default();
-            e.ns += p.ns;
-            e.runs += p.runs;
+            all.entry(name.clone()).or_default().add(*p);
         }
     }
     all
@@ -113,7 +111,7 @@ impl Report {
             .iter()
             .find(|p| p.0 == name)
             .map(|p| if traced { p.1 } else { p.2 })
-            .map_or(0.0, |p| p.ns as f64 / p.runs.max(1) as f64)
+            .map_or(0.0, |p| p.ns_per_run())
     }
 
     /// (what, target, measured, met)
@@ -171,7 +169,7 @@ impl Report {
             format!("{tc_untraced:.0} ns"),
             tc_untraced <= 60.0,
         ));
-        let counting = self.bulk.tc.ns as f64 / self.bulk.tc.runs.max(1) as f64;
+        let counting = self.bulk.tc.ns_per_run();
         let measured = self.bulk.tc.runs > 0;
         t.push((
             "TC program, traced flow, counting only (bulk)".into(),
@@ -266,13 +264,12 @@ impl Report {
             "\ntracer's programs (ns per run, runs): traced flows | untraced flows"
         );
         for (name, t, u) in &self.progs {
-            let per = |p: &ProgRun| p.ns as f64 / p.runs.max(1) as f64;
             let _ = writeln!(
                 o,
                 "{name:<18} {:>8.0} ns {:>10} | {:>8.0} ns {:>10}",
-                per(t),
+                t.ns_per_run(),
                 t.runs,
-                per(u),
+                u.ns_per_run(),
                 u.runs
             );
         }
@@ -296,7 +293,7 @@ impl Report {
             self.bulk.traced_gbps,
             self.bulk.ratio,
             self.bulk.ring_bytes,
-            self.bulk.tc.ns as f64 / self.bulk.tc.runs.max(1) as f64,
+            self.bulk.tc.ns_per_run(),
             self.bulk.tc.runs
         );
         let _ = writeln!(

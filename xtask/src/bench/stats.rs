@@ -50,6 +50,17 @@ pub struct ProgRun {
     pub runs: u64,
 }
 
+impl ProgRun {
+    pub fn add(&mut self, other: ProgRun) {
+        self.ns += other.ns;
+        self.runs += other.runs;
+    }
+
+    pub fn ns_per_run(&self) -> f64 {
+        self.ns as f64 / self.runs.max(1) as f64
+    }
+}
+
 fn bpftool_json(what: &str) -> Result<Vec<Value>> {
     let out = Command::new("bpftool")
         .args(["-j", what, "show"])
@@ -73,11 +84,13 @@ pub fn programs(ids: &HashSet<u64>) -> Result<HashMap<String, ProgRun>> {
         .iter()
         .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
     {
-        let e = by_name
+        by_name
             .entry(p["name"].as_str().unwrap_or("?").to_string())
-            .or_default();
-        e.ns += p["run_time_ns"].as_u64().unwrap_or(0);
-        e.runs += p["run_cnt"].as_u64().unwrap_or(0);
+            .or_default()
+            .add(ProgRun {
+                ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                runs: p["run_cnt"].as_u64().unwrap_or(0),
+            });
     }
     Ok(by_name)
 }
