@@ -640,22 +640,14 @@ mod tests {
         c.on_event(&Event::State(s), 10, &mut out);
         let (key, local) = s.flow();
         let head = |isn: [u32; 2]| Segment {
-            ts_ns: 20,
-            key,
-            from: local,
             seq: isn[local].wrapping_add(1),
-            ack: 0,
-            ifindex: 1,
-            hook: crate::event::Hook::Egress,
-            flags: tcp_flag::PSH | tcp_flag::ACK,
             win: 512,
             len: 18,
-            head_off: 0,
-            late: false,
             handshake: Handshake {
                 isn: isn.map(Some),
                 opener: Some(local),
             },
+            ..segment(key, 20, local, tcp_flag::PSH | tcp_flag::ACK)
         };
         let request = Some(&b"GET / HTTP/1.1\r\n\r\n"[..]);
         c.on_event(&Event::Segment(head([1000, 5000]), request), 20, &mut out);
@@ -666,8 +658,9 @@ mod tests {
         assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
     }
 
-    /// A reset sent by endpoint `from` of `key`, as the classifier ships it.
-    fn reset(key: FlowKey, ts_ns: u64, from: usize) -> Segment {
+    /// A segment without payload sent by endpoint `from` of `key`, as the
+    /// classifier ships it.
+    fn segment(key: FlowKey, ts_ns: u64, from: usize, flags: u8) -> Segment {
         Segment {
             ts_ns,
             key,
@@ -676,7 +669,7 @@ mod tests {
             ack: 0,
             ifindex: 1,
             hook: crate::event::Hook::Egress,
-            flags: tcp_flag::RST,
+            flags,
             win: 0,
             len: 0,
             head_off: 0,
@@ -693,7 +686,7 @@ mod tests {
         let mut c = correlator();
         let mut out = Vec::new();
         let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
-        let rst = |ts_ns: u64, from: usize| reset(key, ts_ns, from);
+        let rst = |ts_ns: u64, from: usize| segment(key, ts_ns, from, tcp_flag::RST);
         let mut stats = FlowStats::default();
         let mut life = |sock: u64, t: u64, rst_from: usize, out: &mut Vec<Connection>| {
             let at = |old, new, dt| StateChange {
@@ -757,7 +750,8 @@ mod tests {
             ..at(2, 500, CLOSE, SYN_SENT)
         };
         c.on_event(&Event::State(connect), 500, &mut out);
-        c.on_event(&Event::Segment(reset(key, 550, 1 - local), None), 550, &mut out);
+        let reset = segment(key, 550, 1 - local, tcp_flag::RST);
+        c.on_event(&Event::Segment(reset, None), 550, &mut out);
         let refused = Close {
             state: at(2, 560, SYN_SENT, CLOSE),
             stats: None,
