@@ -2,11 +2,25 @@
 //! skipped by their framing, and responses are matched to requests in order
 //! (pipelining included). Only the headers that frame messages or negotiate
 //! an upgrade are looked at, and no header value outlives the head it came in.
-use std::collections::VecDeque;
+use std::{cell::RefCell, collections::VecDeque};
 
 use httparse::Status;
 
-use super::{Feed, HttpRequest, MAX_REQUESTS, Side, websocket};
+use super::{
+    Feed, HttpRequest, MAX_REQUESTS, Side,
+    spare::{self, Spares},
+    websocket,
+};
+
+/// A finished flow's queue and request list, emptied, for the next flow.
+type Lists = (VecDeque<Awaiting>, Vec<HttpRequest>);
+
+thread_local! {
+    static LISTS: RefCell<Spares<Lists>> = const { RefCell::new(Spares::new(256)) };
+}
+
+/// A request list grown longer by a long keep-alive flow is let go: spares stay small.
+const SPARE_REQUESTS: usize = 16;
 
 /// More headers than this and the head is taken as not HTTP.
 const MAX_HEADERS: usize = 64;
@@ -29,7 +43,7 @@ pub enum Upgrade {
     H2c,
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Http1 {
     flow: Flow,
     halves: [Half; 2],
@@ -99,6 +113,23 @@ struct Offer {
     h2c: bool,
 }
 
+impl Default for Http1 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Http1 {
+    fn drop(&mut self) {
+        if self.requests.capacity() <= SPARE_REQUESTS {
+            let (mut awaiting, mut requests) = (std::mem::take(&mut self.awaiting), std::mem::take(&mut self.requests));
+            awaiting.clear();
+            requests.clear();
+            spare::give(&LISTS, (awaiting, requests));
+        }
+    }
+}
+
 /// How a message's body is delimited.
 enum Body {
     Length(u64),
@@ -126,7 +157,15 @@ struct Fields<'a> {
 
 impl Http1 {
     pub fn new() -> Self {
-        Self::default()
+        let (awaiting, requests) = spare::take(&LISTS).unwrap_or_default();
+        Self {
+            flow: Flow::Http,
+            halves: Default::default(),
+            awaiting,
+            requests,
+            omitted: 0,
+            proven: false,
+        }
     }
 
     pub fn feed(&mut self, side: Side, data: &[u8], ts_ns: u64) -> Feed {
@@ -282,7 +321,7 @@ impl Http1 {
         let keep_alive = fields.keeps_alive(version);
         let record = HttpRequest {
             method: crate::method(bounded(method, MAX_METHOD)),
-            path: bounded(request.path.unwrap_or_default(), MAX_PATH).into(),
+            path: crate::path(bounded(request.path.unwrap_or_default(), MAX_PATH)),
             version,
             keep_alive,
             ..HttpRequest::default()

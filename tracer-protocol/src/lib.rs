@@ -7,13 +7,16 @@
 //! bytes it parsed, and how many that follow it does not need to see (a body,
 //! a frame's payload), so that the kernel stops shipping them. No input may
 //! make a parser panic, loop or grow without bound.
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
+
+use spare::Spares;
 
 pub mod http1;
 pub mod http2;
 pub mod marks;
 pub mod redact;
 pub mod replay;
+pub mod spare;
 pub mod tls;
 pub mod websocket;
 
@@ -29,6 +32,31 @@ pub(crate) fn method(m: &str) -> Arc<str> {
         .iter()
         .find(|c| ***c == *m)
         .map_or_else(|| Arc::from(m), Arc::clone)
+}
+
+/// Paths kept by their hash, the latest in each slot.
+const PATH_SLOTS: usize = 256;
+
+thread_local! {
+    /// Paths seen lately: a service asked the same paths over and over then
+    /// shares one copy of each across its flows' records.
+    static PATHS: RefCell<Vec<Option<Arc<str>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request path, shared with the last request for it when that one is
+/// still remembered.
+pub(crate) fn path(p: &str) -> Arc<str> {
+    use std::hash::BuildHasher;
+    let slot = foldhash::fast::FixedState::default().hash_one(p) as usize % PATH_SLOTS;
+    PATHS.with_borrow_mut(|paths| {
+        if paths.is_empty() {
+            paths.resize(PATH_SLOTS, None);
+        }
+        match &paths[slot] {
+            Some(known) if **known == *p => Arc::clone(known),
+            _ => Arc::clone(paths[slot].insert(Arc::from(p))),
+        }
+    })
 }
 
 /// Who sent the bytes: the endpoint that opened the connection, or the other.
@@ -186,8 +214,27 @@ pub struct TlsSummary {
     pub alpn_selected: Option<String>,
 }
 
+thread_local! {
+    /// Request lists of printed records, for the next records' copies.
+    static HTTP_REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(256)) };
+    static H2_REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(256)) };
+}
+
+/// A record's request list longer than this is freed, not kept.
+const SPARE_REQUESTS: usize = 64;
+
 impl Summary {
     pub const UNKNOWN: &'static str = "unknown";
+
+    /// Hands the request lists on to the next summaries, once this one is printed.
+    pub fn recycle(self) {
+        if let Some(h) = self.http {
+            spare::give_list(&HTTP_REQUESTS, h.requests, SPARE_REQUESTS);
+        }
+        if let Some(h) = self.http2 {
+            spare::give_list(&H2_REQUESTS, h.requests, SPARE_REQUESTS);
+        }
+    }
 
     fn of(t: &Tracker) -> Summary {
         let parts = t.parts();
@@ -195,7 +242,7 @@ impl Summary {
         let mut s = Summary {
             protocol: Self::UNKNOWN,
             http: http.map(|h| HttpSummary {
-                requests: h.requests().to_vec(),
+                requests: spare::copy_of(&HTTP_REQUESTS, h.requests()),
                 omitted: h.omitted(),
             }),
             ..Summary::default()
@@ -223,7 +270,7 @@ impl Summary {
                 mode: p.mode(),
                 frames: Some([*p.frames(Side::Client), *p.frames(Side::Server)]),
                 streams: Some(p.streams()),
-                requests: p.requests().to_vec(),
+                requests: spare::copy_of(&H2_REQUESTS, p.requests()),
                 omitted: p.omitted(),
                 headers_readable: p.headers_readable(),
             });

@@ -2,9 +2,19 @@
 //! ships: in order, without duplicates, with the bytes a parser skipped never
 //! kept, and a gap reported when bytes went missing (a head shorter than its
 //! segment, a segment not shipped).
+use std::cell::RefCell;
+
 use bytes::{Buf, BytesMut};
 
-use super::{Feed, MAX_PENDING};
+use super::{
+    Feed, MAX_PENDING,
+    spare::{self, Spares},
+};
+
+thread_local! {
+    /// Buffers of messages parsed whole: the next message of any flow takes one.
+    static BUFFERS: RefCell<Spares<BytesMut>> = const { RefCell::new(Spares::new(256)) };
+}
 
 #[derive(Debug, Default)]
 pub struct Stream {
@@ -37,10 +47,9 @@ struct Early {
 impl Stream {
     /// A stream whose SYN carried `isn`: offsets count from its first byte.
     pub fn from_isn(isn: Option<u32>) -> Self {
-        Self {
-            base: isn.map(|i| i.wrapping_add(1)),
-            ..Self::default()
-        }
+        let mut s = Self::default();
+        s.base = isn.map(|i| i.wrapping_add(1));
+        s
     }
 
     /// Stream offset of the next byte wanted.
@@ -144,6 +153,11 @@ impl Stream {
     }
 
     fn append(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0
+            && let Some(spare) = spare::take(&BUFFERS)
+        {
+            self.buf = spare;
+        }
         let room = MAX_PENDING.saturating_sub(self.buf.len());
         self.buf.extend_from_slice(&data[..data.len().min(room)]);
     }
@@ -157,9 +171,20 @@ impl Stream {
         self.pos = self.pos.saturating_add(used as u64).saturating_add(feed.skip);
         if self.buf.is_empty() {
             // An idle flow keeps no buffer.
-            self.buf = BytesMut::new();
+            self.release();
         }
         self.drain_early();
+    }
+
+    /// Hands the buffer to the next message of any flow.
+    fn release(&mut self) {
+        self.buf.clear();
+        // Reclaims the room of bytes consumed (no copy, no allocation): a
+        // buffer consumed to its end shows no capacity until then. One that
+        // never allocated reclaims nothing.
+        if self.buf.try_reclaim(1) {
+            spare::give(&BUFFERS, std::mem::take(&mut self.buf));
+        }
     }
 
     /// Forgets what is pending (after a gap the parser could not get past).
@@ -187,9 +212,35 @@ impl Stream {
     }
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spare_buffers() -> usize {
+        BUFFERS.with_borrow(Spares::kept)
+    }
+
+    /// A message parsed whole leaves no buffer with its flow: the next
+    /// message of any flow takes it.
+    #[test]
+    fn a_buffer_goes_from_flow_to_flow() {
+        let before = spare_buffers();
+        let mut a = Stream::from_isn(Some(0));
+        a.push(1, b"GET / HTTP/1.1\r\n\r\n", 18);
+        a.consume(Feed { used: 18, skip: 0 });
+        assert_eq!(a.buf.capacity(), 0, "an idle flow keeps no buffer");
+        assert_eq!(spare_buffers(), before + 1);
+        let mut b = Stream::from_isn(Some(0));
+        b.push(1, b"HTTP/1.1 200 OK\r\n", 17);
+        assert_eq!(b.pending(), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(spare_buffers(), before, "taken by the next message");
+    }
 
     #[test]
     fn bytes_come_in_order_once() {

@@ -287,6 +287,7 @@ impl<W: Write> Session<W> {
             if drawn {
                 self.output.diagram(&c)?;
             }
+            self.correlator.reuse(c);
         }
         Ok(())
     }

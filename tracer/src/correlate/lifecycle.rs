@@ -158,7 +158,7 @@ impl Lifecycle {
             start_ns: start,
             duration_ns: end - start,
             handshake_ns: self.established_ns().map(|t| t.saturating_sub(start)),
-            states: self.timeline(start, peer_fin, close),
+            states: self.timeline(start, peer_fin, close, view.timeline),
             retransmits: view.stats.map_or(0, |s| u64::from(s.dir[local].retransmits)),
             counted: view.stats.is_some(),
             tx,
@@ -184,8 +184,9 @@ impl Lifecycle {
     /// FIN_WAIT2 -> CLOSE (or CLOSING -> CLOSE) when a socket that received the
     /// peer's FIN hands the connection over to a timewait socket: the
     /// connection itself then sits in TIME_WAIT, which is what we show.
-    /// `peer_fin`: the peer's FIN arrived and no reset followed.
-    fn timeline(&self, start: u64, peer_fin: bool, close: CloseKind) -> Vec<StateAt> {
+    /// `peer_fin`: the peer's FIN arrived and no reset followed. `into`: an
+    /// empty list to fill.
+    fn timeline(&self, start: u64, peer_fin: bool, close: CloseKind, mut into: Vec<StateAt>) -> Vec<StateAt> {
         let handover = matches!(close, CloseKind::LocalFin)
             && peer_fin
             && self.states.len() >= 2
@@ -194,21 +195,18 @@ impl Lifecycle {
                 tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING
             );
         let n = self.states.len();
-        self.states
-            .iter()
-            .enumerate()
-            .map(|(i, &(state, ts))| {
-                let state = if handover && i == n - 1 && state.0 == tcp_state::CLOSE {
-                    TcpState(tcp_state::TIME_WAIT)
-                } else {
-                    state
-                };
-                StateAt {
-                    state,
-                    at_ns: ts.saturating_sub(start),
-                }
-            })
-            .collect()
+        into.extend(self.states.iter().enumerate().map(|(i, &(state, ts))| {
+            let state = if handover && i == n - 1 && state.0 == tcp_state::CLOSE {
+                TcpState(tcp_state::TIME_WAIT)
+            } else {
+                state
+            };
+            StateAt {
+                state,
+                at_ns: ts.saturating_sub(start),
+            }
+        }));
+        into
     }
 }
 
@@ -226,6 +224,8 @@ pub struct View<'a> {
     pub segments: &'a [Segment],
     pub open_at_exit: bool,
     pub now_ns: u64,
+    /// An empty list for the record's timeline.
+    pub timeline: Vec<StateAt>,
 }
 
 /// A socket passes through a dozen states at most; more means a bug or an

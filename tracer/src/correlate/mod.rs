@@ -4,6 +4,7 @@
 //! its close (a last ACK in softirq) still count, then emitted and forgotten.
 pub mod close;
 mod lifecycle;
+mod reuse;
 
 use std::collections::VecDeque;
 
@@ -14,12 +15,13 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use tracer_common::{FlowKey, FlowStats, syn_seen, tcp_flag, tcp_state};
 
 use crate::{
-    connection::{App, Connection},
+    connection::Connection,
     event::{Close, Event, Handshake, Process, Segment, StateChange},
     protocol::{Control, Tracker},
     state::TcpState,
 };
 use lifecycle::{Lifecycle, View};
+use reuse::Reuse;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -94,6 +96,14 @@ impl FlowLog {
         self.began.iter().copied().filter(|&t| t > closed).min()
     }
 
+    /// Hands its lists to the next flows (once retired).
+    fn release(self, spares: &mut Reuse) {
+        spares.give_segments(self.segments);
+        if let Some(t) = self.proto {
+            spares.give_tracker(t);
+        }
+    }
+
     /// Takes the handshake from a payload head, where no SYN was shipped.
     fn learn(&mut self, h: &Handshake) {
         for i in 0..2 {
@@ -109,8 +119,6 @@ const UNCLAIMED_FLOW_NS: u64 = 2_000_000_000;
 const PRUNE_EVERY_NS: u64 = 1_000_000_000;
 /// Room for FIN and RST segments beyond `segments_per_flow`.
 const DIALOG_ROOM: usize = 16;
-/// Spare state lists kept: enough for the sockets a busy drain finishes.
-const SPARE_STATES: usize = 1024;
 
 #[derive(Debug)]
 pub struct Correlator {
@@ -123,8 +131,8 @@ pub struct Correlator {
     /// When unclaimed flows were last pruned.
     pruned_ns: u64,
     closing: VecDeque<Closing>,
-    /// Emptied state lists of finished lifecycles, for new ones.
-    spare_states: Vec<Vec<(TcpState, u64)>>,
+    /// What finished sockets, flows and printed records leave, for new ones.
+    spares: Reuse,
     /// The closing transition of each socket in `closing`, to find a copy of it.
     just_closed: HashMap<u64, (TcpState, TcpState)>,
     flows: HashMap<FlowKey, FlowLog>,
@@ -152,7 +160,7 @@ impl Correlator {
             generation: 0,
             pruned_ns: 0,
             closing: VecDeque::new(),
-            spare_states: Vec::new(),
+            spares: Reuse::new(),
             just_closed: HashMap::default(),
             flows: HashMap::default(),
             listeners: HashMap::default(),
@@ -278,7 +286,7 @@ impl Correlator {
                 self.evict_oldest();
             }
             self.generation += 1;
-            let states = self.spare_states.pop().unwrap_or_else(|| Vec::with_capacity(6));
+            let states = self.spares.states();
             let mut life = Lifecycle::new(s, states);
             life.generation = self.generation;
             self.open.insert(s.sock, life);
@@ -344,16 +352,20 @@ impl Correlator {
     fn on_segment(&mut self, seg: &Segment, payload: Option<&[u8]>, now_ns: u64) {
         let opening = seg.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
         let log = self.flows.entry(seg.key).or_default();
-        let (controls, gaps) = (&mut self.controls, &mut self.payload_gaps);
+        let (controls, gaps, spares) = (&mut self.controls, &mut self.payload_gaps, &mut self.spares);
         if opening && log.sockets == 0 && (!log.segments.is_empty() || log.proto.is_some()) {
             // A new connection on a 4-tuple whose last one is gone.
             let old = std::mem::take(log);
             controls.extend(retire(seg.key, &old, gaps));
+            old.release(spares);
         } else if opening && log.isn[seg.from].is_some_and(|isn| isn != seg.seq) || log.is_other(&seg.handshake) {
             // Reused while the last one's sockets are still held: its bytes
             // are another conversation.
             let old = log.proto.take();
             controls.extend(retire_tracker(seg.key, old.as_deref(), gaps));
+            if let Some(t) = old {
+                spares.give_tracker(t);
+            }
             (log.isn, log.syn_ts, log.opener) = Default::default();
             log.begin(seg.ts_ns);
         }
@@ -370,7 +382,7 @@ impl Correlator {
             let keep_marks = self.limits.keep_segments;
             let proto = log.proto.get_or_insert_with(|| {
                 let t = Tracker::new(log.opener.unwrap_or(seg.from), log.isn);
-                Box::new(if keep_marks { t.with_marks() } else { t })
+                spares.tracker(if keep_marks { t.with_marks() } else { t })
             });
             // Data on a SYN (TCP Fast Open) starts after the SYN's own sequence number.
             let syn = u32::from(seg.has(tcp_flag::SYN));
@@ -393,6 +405,9 @@ impl Correlator {
         }
         let cap = self.limits.segments_per_flow + if dialog { DIALOG_ROOM } else { 0 };
         if log.segments.len() < cap {
+            if log.segments.capacity() == 0 {
+                log.segments = spares.segments();
+            }
             // The payload lives on in the protocol tracker only.
             log.segments.push(*seg);
         } else {
@@ -414,11 +429,12 @@ impl Correlator {
         if over || now_ns.saturating_sub(self.pruned_ns) > PRUNE_EVERY_NS {
             self.pruned_ns = now_ns;
             let before = self.flows.len();
-            let (controls, gaps) = (&mut self.controls, &mut self.payload_gaps);
+            let (controls, gaps, spares) = (&mut self.controls, &mut self.payload_gaps, &mut self.spares);
             self.flows.retain(|key, f| {
                 let keep = f.sockets > 0 || (!over && now_ns.saturating_sub(f.last_seen_ns) < UNCLAIMED_FLOW_NS);
                 if !keep {
                     controls.extend(retire(*key, f, gaps));
+                    std::mem::take(f).release(spares);
                 }
                 keep
             });
@@ -463,7 +479,7 @@ impl Correlator {
     }
 
     fn record(
-        &self,
+        &mut self,
         life: &Lifecycle,
         role: crate::connection::Role,
         stats: Option<&FlowStats>,
@@ -485,19 +501,17 @@ impl Correlator {
                 segments,
                 open_at_exit,
                 now_ns,
+                timeline: self.spares.timeline(),
             },
         );
         if let Some(t) = log.and_then(|l| l.proto.as_deref()) {
             let summary = t.summary();
             conn.protocol = summary.protocol;
-            conn.app = Some(Box::new(App {
-                summary,
-                local: t.side_of(conn.local),
-                marks: t.marks().to_vec(),
-            }));
+            conn.app = Some(self.spares.app(summary, t.side_of(conn.local), t.marks()));
         }
         if self.limits.keep_segments {
-            conn.segments = segments.to_vec();
+            conn.segments = self.spares.segments();
+            conn.segments.extend_from_slice(segments);
             conn.segments_omitted = log.map_or(0, |l| l.omitted);
         }
         conn
@@ -505,12 +519,13 @@ impl Correlator {
 
     /// Keeps a finished lifecycle's state list for the next socket: a storm
     /// then allocates none.
-    fn recycle(&mut self, mut life: Lifecycle) {
-        // A list grown by a long life is let go: spares stay small.
-        if self.spare_states.len() < SPARE_STATES && life.states.capacity() <= 8 {
-            life.states.clear();
-            self.spare_states.push(life.states);
-        }
+    fn recycle(&mut self, life: Lifecycle) {
+        self.spares.give_states(life.states);
+    }
+
+    /// Takes back what a record holds once it is printed, for the next ones.
+    pub fn reuse(&mut self, c: Connection) {
+        self.spares.give_record(c);
     }
 
     fn detach(&mut self, life: &Lifecycle) {
@@ -521,6 +536,7 @@ impl Correlator {
                 && let Some(gone) = self.flows.remove(&key)
             {
                 self.controls.extend(retire(key, &gone, &mut self.payload_gaps));
+                gone.release(&mut self.spares);
             }
         }
     }
@@ -764,6 +780,99 @@ mod tests {
         assert_eq!((r.rx.packets, r.rx.with(tcp_flag::RST)), (3, 0));
         assert_eq!(r.states.last().map(|s| s.state.0), Some(TIME_WAIT));
         assert_eq!(record(2).close, crate::connection::CloseKind::Refused);
+    }
+
+    /// One client connection, `sock`, from `t`: its states, then `request`
+    /// and `response` as one payload head each, then its close after the
+    /// grace period. Returns its record.
+    fn exchange(c: &mut Correlator, sock: u64, t: u64, states: &[(u8, u8)], bytes: [&[u8]; 2]) -> Connection {
+        let mut out = Vec::new();
+        let at = |i: u64, (old, new): (u8, u8)| StateChange {
+            sock,
+            ts_ns: t + i,
+            ..change("127.0.0.1", "127.0.0.1", old, new)
+        };
+        let (key, local) = at(0, (CLOSE, SYN_SENT)).flow();
+        let isn = [1000, 5000];
+        let (last, lived) = states.split_last().expect("a close");
+        for (i, &s) in lived.iter().enumerate() {
+            c.on_event(&Event::State(at(i as u64, s)), t, &mut out);
+            if i == 1 {
+                for (from, data) in [(local, bytes[0]), (1 - local, bytes[1])] {
+                    let head = Segment {
+                        seq: isn[from] + 1,
+                        len: data.len() as u32,
+                        handshake: Handshake {
+                            isn: isn.map(Some),
+                            opener: Some(local),
+                        },
+                        ..segment(key, t + 5, from, tcp_flag::PSH | tcp_flag::ACK)
+                    };
+                    c.on_event(&Event::Segment(head, Some(data)), t + 5, &mut out);
+                }
+            }
+        }
+        let close = Close {
+            state: at(states.len() as u64, *last),
+            stats: Some(FlowStats::default()),
+        };
+        c.on_event(&Event::Close(close), t + 10, &mut out);
+        c.tick(t + 10_000, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        out.pop().unwrap()
+    }
+
+    /// Lists and boxes of printed records and forgotten flows are reused:
+    /// the record made from them is the one a fresh correlator makes.
+    #[test]
+    fn a_record_made_from_spares_carries_nothing_of_the_last() {
+        let detecting = || {
+            Correlator::new(Limits {
+                detect: true,
+                ..correlator().limits
+            })
+        };
+        let mut c = detecting();
+        let long = [
+            (CLOSE, SYN_SENT),
+            (SYN_SENT, ESTABLISHED),
+            (ESTABLISHED, FIN_WAIT1),
+            (FIN_WAIT1, FIN_WAIT2),
+            (FIN_WAIT2, CLOSE),
+        ];
+        let two: [&[u8]; 2] = [
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ];
+        let first = exchange(&mut c, 1, 100, &long, two);
+        assert_eq!(
+            first
+                .app
+                .as_ref()
+                .and_then(|a| a.summary.http.as_ref())
+                .map(|h| h.requests.len()),
+            Some(2)
+        );
+        let kept = (first.states.as_ptr(), first.app.as_deref().map(std::ptr::from_ref));
+        c.reuse(first);
+        let short = [(CLOSE, SYN_SENT), (SYN_SENT, ESTABLISHED), (ESTABLISHED, CLOSE)];
+        let one: [&[u8]; 2] = [
+            b"POST /c HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        ];
+        let reused = exchange(&mut c, 2, 20_000, &short, one);
+        let fresh = exchange(&mut detecting(), 2, 20_000, &short, one);
+        assert_eq!(
+            (reused.states.as_ptr(), reused.app.as_deref().map(std::ptr::from_ref)),
+            kept,
+            "spares reused"
+        );
+        assert_eq!(reused, fresh);
+        let http = reused.app.as_ref().and_then(|a| a.summary.http.as_ref()).expect("http");
+        assert_eq!(
+            http.requests.iter().map(|r| (&*r.path, r.status)).collect::<Vec<_>>(),
+            [("/c", Some(404))]
+        );
     }
 
     /// A client's birth is the same for every socket at one address (its port

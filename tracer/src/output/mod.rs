@@ -169,6 +169,10 @@ impl<W: Write> Output<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 /// Microseconds from nanoseconds, with three decimals: `12.345`.
