@@ -25,7 +25,7 @@ pub fn allocations_path(root: &Path) -> std::path::PathBuf {
     root.join("target/criterion/pipeline/allocations.json")
 }
 
-/// What the bench counted in one end-to-end replay.
+/// What the bench counted in end-to-end replays.
 pub fn allocations(root: &Path) -> Result<Allocations> {
     let path = allocations_path(root);
     let v: serde_json::Value =
@@ -33,6 +33,7 @@ pub fn allocations(root: &Path) -> Result<Allocations> {
     let field = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {}", path.display()));
     Ok(Allocations {
         allocations: field("allocations")?,
+        first: field("first")?,
         events: field("events")?,
         connections: field("connections")?,
     })
