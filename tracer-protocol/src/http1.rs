@@ -38,7 +38,7 @@ pub enum Upgrade {
     WebSocket {
         /// The server's `Sec-WebSocket-Accept` answers the client's key.
         key_ok: bool,
-        subprotocol: Option<String>,
+        subprotocol: Option<std::sync::Arc<str>>,
     },
     H2c,
 }
@@ -109,7 +109,7 @@ struct Pending {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Offer {
     /// The `Sec-WebSocket-Accept` that proves the server read the key.
-    websocket: Option<String>,
+    websocket: Option<[u8; websocket::ACCEPT_LEN]>,
     h2c: bool,
 }
 
@@ -321,7 +321,7 @@ impl Http1 {
         let keep_alive = fields.keeps_alive(version);
         let record = HttpRequest {
             method: crate::method(bounded(method, MAX_METHOD)),
-            path: crate::path(bounded(request.path.unwrap_or_default(), MAX_PATH)),
+            path: crate::shared(bounded(request.path.unwrap_or_default(), MAX_PATH)),
             version,
             keep_alive,
             ..HttpRequest::default()
@@ -484,7 +484,7 @@ impl Offer {
     fn accepted(&self, fields: &Fields) -> Option<Upgrade> {
         match &self.websocket {
             Some(expected) if fields.websocket => Some(Upgrade::WebSocket {
-                key_ok: fields.accept.is_some_and(|a| a.trim_ascii() == expected.as_bytes()),
+                key_ok: fields.accept.is_some_and(|a| a.trim_ascii() == expected),
                 subprotocol: fields.protocol.map(|p| lossy(p.trim_ascii(), MAX_SUBPROTOCOL)),
             }),
             _ => (self.h2c && fields.h2c).then_some(Upgrade::H2c),
@@ -536,7 +536,7 @@ impl<'a> Fields<'a> {
     fn offer(&self) -> Offer {
         let key = self.key.filter(|_| self.websocket);
         Offer {
-            websocket: key.map(|k| websocket::accept_key(&String::from_utf8_lossy(k.trim_ascii()))),
+            websocket: key.map(|k| websocket::accept_key(k.trim_ascii())),
             h2c: self.h2c,
         }
     }
@@ -580,8 +580,8 @@ fn bounded(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
 }
 
-fn lossy(bytes: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
+fn lossy(bytes: &[u8], max: usize) -> std::sync::Arc<str> {
+    crate::shared(&String::from_utf8_lossy(&bytes[..bytes.len().min(max)]))
 }
 
 fn all(data: &[u8]) -> Feed {

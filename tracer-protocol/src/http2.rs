@@ -488,7 +488,7 @@ impl Fields {
     fn add(&mut self, name: &[u8], value: &[u8]) {
         match name {
             b":method" => self.method = Some(crate::method(&bounded(value))),
-            b":path" => self.path = Some(crate::path(&bounded(value))),
+            b":path" => self.path = Some(crate::shared(&bounded(value))),
             b":status" => self.status = status(value),
             _ => {}
         }

@@ -34,27 +34,28 @@ pub(crate) fn method(m: &str) -> Arc<str> {
         .map_or_else(|| Arc::from(m), Arc::clone)
 }
 
-/// Paths kept by their hash, the latest in each slot.
-const PATH_SLOTS: usize = 256;
+/// Strings kept by their hash, the latest in each slot.
+const SHARED_SLOTS: usize = 256;
 
 thread_local! {
-    /// Paths seen lately: a service asked the same paths over and over then
+    /// Strings seen lately: a service asked the same paths (or speaking the
+    /// same subprotocol, closing with the same reason) over and over then
     /// shares one copy of each across its flows' records.
-    static PATHS: RefCell<Vec<Option<Arc<str>>>> = const { RefCell::new(Vec::new()) };
+    static SHARED: RefCell<Vec<Option<Arc<str>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A request path, shared with the last request for it when that one is
-/// still remembered.
-pub(crate) fn path(p: &str) -> Arc<str> {
+/// A request path (or subprotocol, or close reason), shared with the last
+/// flow that had it when that one is still remembered.
+pub(crate) fn shared(s: &str) -> Arc<str> {
     use std::hash::BuildHasher;
-    let slot = foldhash::fast::FixedState::default().hash_one(p) as usize % PATH_SLOTS;
-    PATHS.with_borrow_mut(|paths| {
-        if paths.is_empty() {
-            paths.resize(PATH_SLOTS, None);
+    let slot = foldhash::fast::FixedState::default().hash_one(s) as usize % SHARED_SLOTS;
+    SHARED.with_borrow_mut(|kept| {
+        if kept.is_empty() {
+            kept.resize(SHARED_SLOTS, None);
         }
-        match &paths[slot] {
-            Some(known) if **known == *p => Arc::clone(known),
-            _ => Arc::clone(paths[slot].insert(Arc::from(p))),
+        match &kept[slot] {
+            Some(known) if **known == *s => Arc::clone(known),
+            _ => Arc::clone(kept[slot].insert(Arc::from(s))),
         }
     })
 }
@@ -187,7 +188,7 @@ pub struct HttpSummary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsSummary {
     pub key_ok: bool,
-    pub subprotocol: Option<String>,
+    pub subprotocol: Option<Arc<str>>,
     /// By `Side::index`.
     pub frames: [FrameCounts; 2],
     pub close: Option<CloseFrame>,

@@ -14,12 +14,20 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// also bounds the Close reason kept.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
+/// The length of a `Sec-WebSocket-Accept`: a SHA-1 in base64.
+pub const ACCEPT_LEN: usize = 28;
+
 /// The `Sec-WebSocket-Accept` a server must answer to `key`.
-pub fn accept_key(key: &str) -> String {
+pub fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
     let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
+    sha.update(key);
     sha.update(GUID.as_bytes());
-    STANDARD.encode(sha.finalize())
+    let mut accept = [0; ACCEPT_LEN];
+    let n = STANDARD
+        .encode_slice(sha.finalize(), &mut accept)
+        .expect("a SHA-1 in base64 is 28 bytes");
+    debug_assert_eq!(n, ACCEPT_LEN);
+    accept
 }
 
 /// The Close frame that began the closing handshake.
@@ -28,7 +36,7 @@ pub struct CloseFrame {
     pub initiator: Side,
     /// Absent when the frame had no payload.
     pub code: Option<u16>,
-    pub reason: String,
+    pub reason: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -204,15 +212,18 @@ fn count(frames: &mut FrameCounts, opcode: Opcode) {
 
 fn read_close(initiator: Side, payload: &[u8], mask: Option<[u8; 4]>) -> CloseFrame {
     let key = mask.unwrap_or([0; 4]);
-    let clear: Vec<u8> = payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k).collect();
+    // `parse` bounded a control frame's payload.
+    let mut clear = [0; MAX_CONTROL_PAYLOAD as usize];
+    let clear = &mut clear[..payload.len().min(MAX_CONTROL_PAYLOAD as usize)];
+    for ((c, b), k) in clear.iter_mut().zip(payload).zip(key.iter().cycle()) {
+        *c = b ^ k;
+    }
     // A one-byte payload is malformed (RFC 6455 §5.5.1): no code to read.
     let (code, reason) = match clear.split_first_chunk::<2>() {
-        Some((code, reason)) => (
-            Some(u16::from_be_bytes(*code)),
-            String::from_utf8_lossy(reason).into_owned(),
-        ),
-        None => (None, String::new()),
+        Some((code, reason)) => (Some(u16::from_be_bytes(*code)), String::from_utf8_lossy(reason)),
+        None => (None, "".into()),
     };
+    let reason = crate::shared(&reason);
     CloseFrame {
         initiator,
         code,
@@ -295,7 +306,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -360,7 +374,7 @@ mod tests {
         let expected = CloseFrame {
             initiator: Side::Server,
             code: None,
-            reason: String::new(),
+            reason: "".into(),
         };
         assert_eq!(ws.close(), Some(&expected));
     }

@@ -96,7 +96,7 @@ fn ws_json(out: &mut String, w: &WsSummary, local: Side, closed: bool) {
     key(out, "close_code");
     opt_num(out, close.and_then(|c| c.code));
     key(out, "close_reason");
-    opt_string(out, close.map(|c| c.reason.as_str()));
+    opt_string(out, close.map(|c| &*c.reason));
     key(out, "close_initiator");
     match close {
         Some(c) => plain(out, if c.initiator == local { "local" } else { "remote" }),
