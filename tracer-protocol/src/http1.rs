@@ -7,7 +7,7 @@ use std::{cell::RefCell, collections::VecDeque};
 use httparse::Status;
 
 use super::{
-    Feed, HttpRequest, MAX_REQUESTS, Side,
+    Feed, HttpRequest, MAX_REQUESTS, SPARE_REQUESTS, Side,
     spare::{self, Spares},
     websocket,
 };
@@ -18,9 +18,6 @@ type Lists = (VecDeque<Awaiting>, Vec<HttpRequest>);
 thread_local! {
     static LISTS: RefCell<Spares<Lists>> = const { RefCell::new(Spares::new(256)) };
 }
-
-/// A request list grown longer by a long keep-alive flow is let go: spares stay small.
-const SPARE_REQUESTS: usize = 16;
 
 /// More headers than this and the head is taken as not HTTP.
 const MAX_HEADERS: usize = 64;

@@ -10,11 +10,20 @@
 //! a gap, a block too large or malformed) header values are given up rather
 //! than guessed.
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use std::{borrow::Cow, cell::RefCell, fmt, sync::Arc};
 
 use loona_hpack::Decoder;
 
-use super::{Feed, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, Side};
+use super::{
+    Feed, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, SPARE_REQUESTS, Side,
+    spare::{self, Spares},
+};
+
+thread_local! {
+    /// Finished flows' parsers, emptied, and their request lists.
+    static PARSERS: RefCell<Spares<Box<Http2>>> = const { RefCell::new(Spares::new(64)) };
+    static REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(256)) };
+}
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEAD_LEN: usize = 9;
@@ -82,6 +91,12 @@ pub const FRAME_TYPES: [&str; 11] = [
     "unknown",
 ];
 
+impl Drop for Http2 {
+    fn drop(&mut self) {
+        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests), SPARE_REQUESTS);
+    }
+}
+
 impl Http2 {
     /// `from_start`: the flow was captured from its first byte; without it the
     /// HPACK dynamic tables are unknowable and header blocks are not decoded.
@@ -93,7 +108,7 @@ impl Http2 {
             mode,
             halves: [Half::new(stage(Stage::Preface)), Half::new(stage(Stage::Frames))],
             decoders: (from_start && !encrypted).then(|| [decoder(), decoder()]),
-            requests: Vec::new(),
+            requests: spare::take(&REQUESTS).unwrap_or_default(),
             last_stream: 0,
             early: Vec::new(),
             streams: 0,
@@ -104,14 +119,35 @@ impl Http2 {
     }
 
     /// Frames `side` sent, by type, in `FRAME_TYPES` order.
+    /// `new`, in the box of a finished flow's parser when one is kept.
+    pub fn boxed(mode: H2Mode, from_start: bool) -> Box<Self> {
+        let h2 = Self::new(mode, from_start);
+        match spare::take(&PARSERS) {
+            Some(mut kept) => {
+                *kept = h2;
+                kept
+            }
+            None => Box::new(h2),
+        }
+    }
+
+    /// Keeps a finished flow's box for the next flow, emptied now: what its
+    /// decoders' tables hold is freed, its request list kept apart.
+    pub fn recycle(mut this: Box<Self>) {
+        spare::give_list(&REQUESTS, std::mem::take(&mut this.requests), SPARE_REQUESTS);
+        this.decoders = None;
+        this.early = Vec::new();
+        spare::give(&PARSERS, this);
+    }
+
     pub fn frames(&self, side: Side) -> &[u64; FRAME_TYPES.len()] {
         &self.frames[side.index()]
     }
 
     /// h2c: the HTTP/1.1 upgrade request becomes stream 1 (RFC 7540 §3.2),
     /// already half-closed by the client; its response comes as HEADERS on stream 1.
-    pub fn upgraded(method: Arc<str>, path: Arc<str>, from_start: bool) -> Self {
-        let mut h2 = Http2::new(H2Mode::H2cUpgrade, from_start);
+    pub fn upgraded(method: Arc<str>, path: Arc<str>, from_start: bool) -> Box<Self> {
+        let mut h2 = Http2::boxed(H2Mode::H2cUpgrade, from_start);
         if let Some(request) = h2.open(1) {
             request.method = Some(method);
             request.path = Some(path);
@@ -910,7 +946,7 @@ mod tests {
             frame(HEADERS, END_HEADERS, 3, &[0x8d]),
         ]
         .concat();
-        let prior_knowledge: fn() -> Http2 = || Http2::new(H2Mode::PriorKnowledge, true);
+        let prior_knowledge: fn() -> Box<Http2> = || Http2::boxed(H2Mode::PriorKnowledge, true);
         let exchanges = [
             (prior_knowledge, hex(CURL_PRIOR), hex(SERVER_PRIOR)),
             (
@@ -937,12 +973,15 @@ mod tests {
                     (Side::Client, c.1),
                     (Side::Server, s.1),
                 ];
-                replay::chunks(&mut h2, chunks.map(|(side, bytes)| (side, false, bytes)));
+                replay::chunks(&mut *h2, chunks.map(|(side, bytes)| (side, false, bytes)));
                 assert_eq!(outcome(&h2), whole, "split at {at}");
             }
             let mut h2 = start();
             let bytes = client.chunks(1).map(|b| (Side::Client, false, b));
-            replay::chunks(&mut h2, bytes.chain(server.chunks(1).map(|b| (Side::Server, false, b))));
+            replay::chunks(
+                &mut *h2,
+                bytes.chain(server.chunks(1).map(|b| (Side::Server, false, b))),
+            );
             assert_eq!(outcome(&h2), whole, "byte by byte");
         }
     }

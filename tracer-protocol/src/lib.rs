@@ -107,6 +107,10 @@ pub const MAX_PENDING: usize = 16 * 1024;
 /// At most this many requests are kept per connection; more are counted.
 pub const MAX_REQUESTS: usize = 1024;
 
+/// A request list grown longer than this by a long flow is freed, not kept
+/// for the next flow: spares stay small.
+const SPARE_REQUESTS: usize = 64;
+
 /// One HTTP/1.x request and its response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -220,9 +224,6 @@ thread_local! {
     static HTTP_REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(256)) };
     static H2_REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(256)) };
 }
-
-/// A record's request list longer than this is freed, not kept.
-const SPARE_REQUESTS: usize = 64;
 
 impl Summary {
     pub const UNKNOWN: &'static str = "unknown";

@@ -253,7 +253,7 @@ impl Tracker {
             unreachable!("matched above");
         };
         self.app = match next {
-            Some(h2) => App::Http2(Some(http), Box::new(h2)),
+            Some(h2) => App::Http2(Some(http), h2),
             None => App::WebSocket(http, WebSocket::new()),
         };
         true
@@ -321,6 +321,14 @@ impl Tracker {
     }
 }
 
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let App::Http2(_, h2) = std::mem::replace(&mut self.app, App::Unknown) {
+            Http2::recycle(h2);
+        }
+    }
+}
+
 /// The parsers a flow went through, for its summary.
 #[derive(Default)]
 pub(super) struct Parts<'a> {
@@ -350,8 +358,7 @@ fn detect(side: Side, data: &[u8], from_start: bool) -> Option<App> {
     }
     let n = data.len().min(H2_PREFACE.len());
     if data[..n] == H2_PREFACE[..n] {
-        return (n == H2_PREFACE.len())
-            .then(|| App::Http2(None, Box::new(Http2::new(H2Mode::PriorKnowledge, from_start))));
+        return (n == H2_PREFACE.len()).then(|| App::Http2(None, Http2::boxed(H2Mode::PriorKnowledge, from_start)));
     }
     match method_then_space(data) {
         Some(true) => Some(App::Http1(Http1::new())),
