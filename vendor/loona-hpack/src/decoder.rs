@@ -163,6 +163,13 @@ fn decode_string(buf: &[u8]) -> Result<(Cow<'_, [u8]>, usize), DecoderError> {
     }
 }
 
+/// tracer's patch: a string decoded into a list of its own gives it back.
+fn give(c: Cow<'_, [u8]>) {
+    if let Cow::Owned(v) = c {
+        crate::spare::give_bytes(v);
+    }
+}
+
 /// Different variants of how a particular header field can be represented in
 /// an HPACK encoding.
 enum FieldRepresentation {
@@ -399,8 +406,13 @@ impl<'a> Decoder<'a> {
 
                         // Since we are to add the decoded header to the header table, we need to
                         // convert them into owned buffers that the decoder can keep internally.
-                        let name = name.into_owned();
-                        let value = value.into_owned();
+                        // tracer's patch: borrowed strings are copied into spare lists.
+                        let owned = |c: Cow<'_, [u8]>| match c {
+                            Cow::Owned(v) => v,
+                            Cow::Borrowed(b) => crate::spare::copy(b),
+                        };
+                        let name = owned(name);
+                        let value = owned(value);
 
                         ((name, value), consumed)
                     };
@@ -415,7 +427,10 @@ impl<'a> Decoder<'a> {
                 }
                 FieldRepresentation::LiteralWithoutIndexing => {
                     let ((name, value), consumed) = self.decode_literal(buffer_leftover, false)?;
-                    cb(name, value);
+                    cb(Cow::Borrowed(&name), Cow::Borrowed(&value));
+                    // tracer's patch: decoded strings go back to the spare lists.
+                    give(name);
+                    give(value);
 
                     consumed
                 }
@@ -425,7 +440,10 @@ impl<'a> Decoder<'a> {
                     // representation received here. We don't care about this
                     // for now.
                     let ((name, value), consumed) = self.decode_literal(buffer_leftover, false)?;
-                    cb(name, value);
+                    cb(Cow::Borrowed(&name), Cow::Borrowed(&value));
+                    // tracer's patch: decoded strings go back to the spare lists.
+                    give(name);
+                    give(value);
 
                     consumed
                 }

@@ -95,7 +95,8 @@ impl HuffmanDecoder {
     pub fn decode(&self, buf: &[u8]) -> HuffmanDecoderResult {
         let mut current: u32 = 0;
         let mut current_len: u8 = 0;
-        let mut result: Vec<u8> = Vec::new();
+        // tracer's patch: a spare list, given back once the string is used.
+        let mut result: Vec<u8> = crate::spare::bytes();
 
         for b in BitIterator::new(buf.iter()) {
             current_len += 1;

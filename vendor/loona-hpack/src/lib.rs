@@ -14,6 +14,7 @@ pub use self::encoder::Encoder;
 pub mod decoder;
 pub mod encoder;
 pub mod huffman;
+mod spare;
 
 /// A struct representing the dynamic table that needs to be maintained by the
 /// coder.
@@ -57,7 +58,8 @@ impl DynamicTable {
     /// Creates a new empty dynamic table with the given maximum size.
     fn with_size(max_size: usize) -> DynamicTable {
         DynamicTable {
-            table: VecDeque::new(),
+            // tracer's patch: a finished decoder's table, if one is kept.
+            table: spare::table(),
             size: 0,
             max_size,
         }
@@ -134,7 +136,11 @@ impl DynamicTable {
                 };
                 self.size -= last_header.0.len() + last_header.1.len() + 32;
             }
-            self.table.pop_back();
+            // tracer's patch: an evicted entry's lists go to the next ones.
+            if let Some((name, value)) = self.table.pop_back() {
+                spare::give_bytes(name);
+                spare::give_bytes(value);
+            }
         }
     }
 
@@ -160,6 +166,13 @@ impl DynamicTable {
     /// dynamic table.
     fn get(&self, index: usize) -> Option<&(Vec<u8>, Vec<u8>)> {
         self.table.get(index)
+    }
+}
+
+// tracer's patch: the table and its entries' lists go to the next decoders.
+impl Drop for DynamicTable {
+    fn drop(&mut self) {
+        spare::give_table(std::mem::take(&mut self.table));
     }
 }
 
