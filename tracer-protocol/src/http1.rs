@@ -12,11 +12,11 @@ use super::{
     websocket,
 };
 
-/// A finished flow's queue and request list, emptied, for the next flow.
-type Lists = (VecDeque<Awaiting>, Vec<HttpRequest>);
-
 thread_local! {
-    static LISTS: RefCell<Spares<Lists>> = const { RefCell::new(Spares::new(256)) };
+    /// Finished flows' queues (bounded by `MAX_AWAITING`) and request lists,
+    /// emptied, for the next flows.
+    static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(256)) };
+    static REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(256)) };
 }
 
 /// More headers than this and the head is taken as not HTTP.
@@ -118,12 +118,12 @@ impl Default for Http1 {
 
 impl Drop for Http1 {
     fn drop(&mut self) {
-        if self.requests.capacity() <= SPARE_REQUESTS {
-            let (mut awaiting, mut requests) = (std::mem::take(&mut self.awaiting), std::mem::take(&mut self.requests));
+        let mut awaiting = std::mem::take(&mut self.awaiting);
+        if awaiting.capacity() > 0 {
             awaiting.clear();
-            requests.clear();
-            spare::give(&LISTS, (awaiting, requests));
+            spare::give(&QUEUES, awaiting);
         }
+        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests), SPARE_REQUESTS);
     }
 }
 
@@ -154,12 +154,11 @@ struct Fields<'a> {
 
 impl Http1 {
     pub fn new() -> Self {
-        let (awaiting, requests) = spare::take(&LISTS).unwrap_or_default();
         Self {
             flow: Flow::Http,
             halves: Default::default(),
-            awaiting,
-            requests,
+            awaiting: spare::take(&QUEUES).unwrap_or_default(),
+            requests: spare::take(&REQUESTS).unwrap_or_default(),
             omitted: 0,
             proven: false,
         }
