@@ -15,8 +15,8 @@ use super::{
 thread_local! {
     /// Finished flows' queues (bounded by `MAX_AWAITING`) and request lists,
     /// emptied, for the next flows.
-    static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(256)) };
-    static REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(256)) };
+    static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
 }
 
 /// More headers than this and the head is taken as not HTTP.

@@ -21,8 +21,8 @@ use super::{
 
 thread_local! {
     /// Finished flows' parsers, emptied, and their request lists.
-    static PARSERS: RefCell<Spares<Box<Http2>>> = const { RefCell::new(Spares::new(64)) };
-    static REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(256)) };
+    static PARSERS: RefCell<Spares<Box<Http2>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

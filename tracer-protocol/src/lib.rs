@@ -221,8 +221,8 @@ pub struct TlsSummary {
 
 thread_local! {
     /// Request lists of printed records, for the next records' copies.
-    static HTTP_REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(256)) };
-    static H2_REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(256)) };
+    static HTTP_REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static H2_REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
 }
 
 impl Summary {

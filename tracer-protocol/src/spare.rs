@@ -3,6 +3,12 @@
 //! Each list is bounded, so what an idle moment keeps is small.
 use std::cell::RefCell;
 
+/// Spares kept of each kind: more than the flows a busy host has alive at
+/// once (a storm of 10,000 sockets a second keeps about 1,000 closing within
+/// their 60 ms grace period; a daemon that falls behind, more), so that the
+/// kind never runs dry in a burst. Each is small: a list of a few entries.
+pub const KEEP: usize = 4096;
+
 pub struct Spares<T> {
     free: Vec<T>,
     keep: usize,

@@ -12,7 +12,9 @@ use super::{
 };
 
 thread_local! {
-    /// Buffers of messages parsed whole: the next message of any flow takes one.
+    /// Buffers of messages parsed whole: the next message of any flow takes
+    /// one. Fewer than other spares: a buffer can hold `MAX_PENDING`, and few
+    /// flows wait for the rest of a message at once.
     static BUFFERS: RefCell<Spares<BytesMut>> = const { RefCell::new(Spares::new(256)) };
 }
 

@@ -2,7 +2,11 @@
 //! ones: a daemon seeing the same kinds of connections over and over then
 //! allocates nothing for them once warm. Lists grown by a long life are let
 //! go, so what the spares hold stays small.
-use tracer_protocol::{Side, Summary, marks::Mark, spare::Spares};
+use tracer_protocol::{
+    Side, Summary,
+    marks::Mark,
+    spare::{KEEP, Spares},
+};
 
 use crate::{
     connection::{App, Connection, StateAt},
@@ -11,8 +15,6 @@ use crate::{
     state::TcpState,
 };
 
-/// Spare lists of each kind kept: enough for the sockets a busy drain finishes.
-const KEEP: usize = 1024;
 /// Longer lists are freed, not kept.
 const SHORT: usize = 16;
 
