@@ -7,8 +7,8 @@ use std::{cell::RefCell, collections::VecDeque};
 use httparse::Status;
 
 use super::{
-    Feed, HttpRequest, MAX_REQUESTS, SPARE_REQUESTS, Side,
-    spare::{self, Spares},
+    Feed, HttpRequest, MAX_REQUESTS, Side,
+    spare::{self, Lists, Spares},
     websocket,
 };
 
@@ -16,7 +16,7 @@ thread_local! {
     /// Finished flows' queues (bounded by `MAX_AWAITING`) and request lists,
     /// emptied, for the next flows.
     static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
-    static REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
 }
 
 /// More headers than this and the head is taken as not HTTP.
@@ -123,7 +123,7 @@ impl Drop for Http1 {
             awaiting.clear();
             spare::give(&QUEUES, awaiting);
         }
-        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests), SPARE_REQUESTS);
+        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests));
     }
 }
 
@@ -158,7 +158,7 @@ impl Http1 {
             flow: Flow::Http,
             halves: Default::default(),
             awaiting: spare::take(&QUEUES).unwrap_or_default(),
-            requests: spare::take(&REQUESTS).unwrap_or_default(),
+            requests: spare::list(&REQUESTS),
             omitted: 0,
             proven: false,
         }
@@ -413,6 +413,7 @@ impl Http1 {
             return;
         }
         let index = if self.requests.len() < MAX_REQUESTS {
+            spare::room_for_one(&REQUESTS, &mut self.requests);
             self.requests.push(record);
             Some(self.requests.len() - 1)
         } else {

@@ -15,14 +15,14 @@ use std::{borrow::Cow, cell::RefCell, fmt, sync::Arc};
 use loona_hpack::Decoder;
 
 use super::{
-    Feed, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, SPARE_REQUESTS, Side,
-    spare::{self, Spares},
+    Feed, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, Side,
+    spare::{self, Lists, Spares},
 };
 
 thread_local! {
     /// Finished flows' parsers, emptied, and their request lists.
     static PARSERS: RefCell<Spares<Box<Http2>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
-    static REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static REQUESTS: RefCell<Lists<H2Request>> = const { RefCell::new(Lists::new()) };
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -93,7 +93,7 @@ pub const FRAME_TYPES: [&str; 11] = [
 
 impl Drop for Http2 {
     fn drop(&mut self) {
-        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests), SPARE_REQUESTS);
+        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests));
     }
 }
 
@@ -108,7 +108,7 @@ impl Http2 {
             mode,
             halves: [Half::new(stage(Stage::Preface)), Half::new(stage(Stage::Frames))],
             decoders: (from_start && !encrypted).then(|| [decoder(), decoder()]),
-            requests: spare::take(&REQUESTS).unwrap_or_default(),
+            requests: spare::list(&REQUESTS),
             last_stream: 0,
             early: Vec::new(),
             streams: 0,
@@ -134,7 +134,7 @@ impl Http2 {
     /// Keeps a finished flow's box for the next flow, emptied now: what its
     /// decoders' tables hold is freed, its request list kept apart.
     pub fn recycle(mut this: Box<Self>) {
-        spare::give_list(&REQUESTS, std::mem::take(&mut this.requests), SPARE_REQUESTS);
+        spare::give_list(&REQUESTS, std::mem::take(&mut this.requests));
         this.decoders = None;
         this.early = Vec::new();
         spare::give(&PARSERS, this);
@@ -312,6 +312,7 @@ impl Http2 {
             self.omitted += 1;
             return None;
         }
+        spare::room_for_one(&REQUESTS, &mut self.requests);
         self.requests.push(H2Request {
             stream,
             status,

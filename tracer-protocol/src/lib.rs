@@ -9,7 +9,7 @@
 //! make a parser panic, loop or grow without bound.
 use std::{cell::RefCell, sync::Arc};
 
-use spare::Spares;
+use spare::Lists;
 
 pub mod http1;
 pub mod http2;
@@ -106,10 +106,6 @@ pub const MAX_PENDING: usize = 16 * 1024;
 
 /// At most this many requests are kept per connection; more are counted.
 pub const MAX_REQUESTS: usize = 1024;
-
-/// A request list grown longer than this by a long flow is freed, not kept
-/// for the next flow: spares stay small.
-const SPARE_REQUESTS: usize = 64;
 
 /// One HTTP/1.x request and its response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -221,8 +217,8 @@ pub struct TlsSummary {
 
 thread_local! {
     /// Request lists of printed records, for the next records' copies.
-    static HTTP_REQUESTS: RefCell<Spares<Vec<HttpRequest>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
-    static H2_REQUESTS: RefCell<Spares<Vec<H2Request>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
+    static HTTP_REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
+    static H2_REQUESTS: RefCell<Lists<H2Request>> = const { RefCell::new(Lists::new()) };
 }
 
 impl Summary {
@@ -231,10 +227,10 @@ impl Summary {
     /// Hands the request lists on to the next summaries, once this one is printed.
     pub fn recycle(self) {
         if let Some(h) = self.http {
-            spare::give_list(&HTTP_REQUESTS, h.requests, SPARE_REQUESTS);
+            spare::give_list(&HTTP_REQUESTS, h.requests);
         }
         if let Some(h) = self.http2 {
-            spare::give_list(&H2_REQUESTS, h.requests, SPARE_REQUESTS);
+            spare::give_list(&H2_REQUESTS, h.requests);
         }
     }
 

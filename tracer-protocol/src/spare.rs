@@ -65,20 +65,107 @@ pub fn give<T>(local: &'static Local<T>, t: T) {
     let _ = local.try_with(|s| s.borrow_mut().give(t));
 }
 
+/// Request lists, kept in two sizes: many of up to `SHORT_LIST` entries, and
+/// a few of up to `MAX_REQUESTS` for the flows that carry hundreds of requests,
+/// so that even those do not grow a list anew.
+pub struct Lists<T> {
+    short: Spares<Vec<T>>,
+    long: Spares<Vec<T>>,
+}
+
+const SHORT_LIST: usize = 64;
+const LONG_KEPT: usize = 8;
+
+pub type LocalLists<T> = std::thread::LocalKey<RefCell<Lists<T>>>;
+
+impl<T> Lists<T> {
+    pub const fn new() -> Self {
+        Self {
+            short: Spares::new(KEEP),
+            long: Spares::new(LONG_KEPT),
+        }
+    }
+}
+
+impl<T> Default for Lists<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Lists<T> {
+    /// An empty list for `n` entries, if one is kept.
+    fn take(&mut self, n: usize) -> Option<Vec<T>> {
+        let long = (n > SHORT_LIST).then(|| self.long.take()).flatten();
+        long.or_else(|| self.short.take())
+    }
+
+    fn give(&mut self, list: Vec<T>) {
+        match list.capacity() {
+            0..=SHORT_LIST => self.short.give_list(list, SHORT_LIST),
+            _ => self.long.give_list(list, crate::MAX_REQUESTS),
+        }
+    }
+}
+
+/// An empty request list.
+pub fn list<T>(local: &'static LocalLists<T>) -> Vec<T> {
+    local.with_borrow_mut(|l| l.take(0)).unwrap_or_default()
+}
+
 /// A copy of `items` in a spare list, if one is kept.
-pub fn copy_of<T: Clone>(local: &'static Local<Vec<T>>, items: &[T]) -> Vec<T> {
-    let mut list = take(local).unwrap_or_default();
+pub fn copy_of<T: Clone>(local: &'static LocalLists<T>, items: &[T]) -> Vec<T> {
+    let mut list = local.with_borrow_mut(|l| l.take(items.len())).unwrap_or_default();
     list.extend_from_slice(items);
     list
 }
 
-pub fn give_list<T>(local: &'static Local<Vec<T>>, list: Vec<T>, longest: usize) {
-    let _ = local.try_with(|s| s.borrow_mut().give_list(list, longest));
+pub fn give_list<T>(local: &'static LocalLists<T>, list: Vec<T>) {
+    // While the thread exits its lists may be gone: `list` is then simply freed.
+    let _ = local.try_with(|l| l.borrow_mut().give(list));
+}
+
+/// Before a push: a full list past the short size moves into a kept long
+/// one, if there is one with more room.
+pub fn room_for_one<T>(local: &'static LocalLists<T>, list: &mut Vec<T>) {
+    if list.len() < list.capacity() || list.len() < SHORT_LIST {
+        return;
+    }
+    let Some(mut long) = local.with_borrow_mut(|l| l.long.take()) else {
+        return;
+    };
+    if long.capacity() > list.len() {
+        long.append(list);
+        std::mem::swap(&mut long, list);
+    }
+    give_list(local, long);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        static LISTS: RefCell<Lists<u32>> = const { RefCell::new(Lists::new()) };
+    }
+
+    /// A flow with hundreds of requests moves into a long list kept from an
+    /// earlier one, and gives it back for the next.
+    #[test]
+    fn a_long_list_goes_from_flow_to_flow() {
+        let mut first = list(&LISTS);
+        first.extend(0..300);
+        let long_room = first.capacity();
+        give_list(&LISTS, first);
+        let mut second = list(&LISTS);
+        second.extend(0..SHORT_LIST as u32);
+        second.shrink_to_fit();
+        room_for_one(&LISTS, &mut second);
+        assert_eq!(second.capacity(), long_room, "moved into the kept long list");
+        assert!(second.iter().copied().eq(0..SHORT_LIST as u32));
+        let copy = copy_of(&LISTS, &second);
+        assert_eq!(copy, second);
+    }
 
     #[test]
     fn spares_are_bounded_and_long_lists_let_go() {

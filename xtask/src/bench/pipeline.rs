@@ -34,6 +34,7 @@ pub fn allocations(root: &Path) -> Result<Allocations> {
     Ok(Allocations {
         allocations: field("allocations")?,
         first: field("first")?,
+        replays: field("replays")?,
         events: field("events")?,
         connections: field("connections")?,
     })

@@ -14,10 +14,12 @@ pub struct Pipeline {
 /// Heap allocations (and reallocations) in end-to-end replays of the
 /// recorded stream, from the bench's counting allocator.
 pub struct Allocations {
-    /// In a replay through a pipeline that replayed the stream once already.
+    /// In the steady state: the last of `replays` through one pipeline,
+    /// which allocated no less than the one before it (or the tenth).
     pub allocations: u64,
     /// In a fresh pipeline's first replay, its tables and spares growing.
     pub first: u64,
+    pub replays: u64,
     pub events: u64,
     pub connections: u64,
 }
@@ -207,9 +209,10 @@ impl Report {
                 "userspace allocations per event".into(),
                 "0 in steady state".into(),
                 format!(
-                    "{:.3} per event ({:.2} per connection record; first replay {:.2} per event)",
+                    "{:.3} per event ({} in replay {}; the first {:.2} per event)",
                     a.allocations as f64 / a.events.max(1) as f64,
-                    a.allocations as f64 / a.connections.max(1) as f64,
+                    a.allocations,
+                    a.replays,
                     a.first as f64 / a.events.max(1) as f64
                 ),
                 a.allocations == 0,
@@ -351,7 +354,7 @@ impl Report {
         let allocations = self
             .allocations
             .as_ref()
-            .map(|a| json!({"allocations": a.allocations, "first": a.first, "events": a.events, "connections": a.connections}));
+            .map(|a| json!({"allocations": a.allocations, "first": a.first, "replays": a.replays, "events": a.events, "connections": a.connections}));
         json!({"storm": rows, "programs": progs, "pipeline": pipeline, "allocations": allocations,
                "bulk": {"ratio": json_number(self.bulk.ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes,
                         "tc": {"ns": self.bulk.tc.ns, "runs": self.bulk.tc.runs}},
