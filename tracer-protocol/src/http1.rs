@@ -19,6 +19,9 @@ thread_local! {
     static REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
 }
 
+/// Queues longer than this are freed, not kept.
+const SPARE_QUEUE: usize = 16;
+
 /// More headers than this and the head is taken as not HTTP.
 const MAX_HEADERS: usize = 64;
 
@@ -119,7 +122,8 @@ impl Default for Http1 {
 impl Drop for Http1 {
     fn drop(&mut self) {
         let mut awaiting = std::mem::take(&mut self.awaiting);
-        if awaiting.capacity() > 0 {
+        // A queue grown by pipelining is let go: spares stay small.
+        if (1..=SPARE_QUEUE).contains(&awaiting.capacity()) {
             awaiting.clear();
             spare::give(&QUEUES, awaiting);
         }

@@ -3,10 +3,11 @@
 //! Each list is bounded, so what an idle moment keeps is small.
 use std::cell::RefCell;
 
-/// Spares kept of each kind: more than the flows a busy host has alive at
-/// once (a storm of 10,000 sockets a second keeps about 1,000 closing within
-/// their 60 ms grace period; a daemon that falls behind, more), so that the
-/// kind never runs dry in a burst. Each is small: a list of a few entries.
+/// Spares kept of each kind: more than the sockets a busy host has finishing
+/// at once (a storm of 6,000 connections a second keeps about 700 sockets
+/// within their 60 ms grace period; a daemon that falls behind, more), so
+/// that the kind does not run dry in a burst. Each is small: lists longer
+/// than a few dozen entries are not kept.
 pub const KEEP: usize = 4096;
 
 pub struct Spares<T> {
