@@ -13,8 +13,8 @@ use super::{
 };
 
 thread_local! {
-    /// Finished flows' queues (bounded by `MAX_AWAITING`) and request lists,
-    /// emptied, for the next flows.
+    /// Finished flows' queues (those of up to `SPARE_QUEUE` entries) and
+    /// request lists, emptied, for the next flows.
     static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
     static REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
 }

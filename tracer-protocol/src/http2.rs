@@ -118,7 +118,6 @@ impl Http2 {
         }
     }
 
-    /// Frames `side` sent, by type, in `FRAME_TYPES` order.
     /// `new`, in the box of a finished flow's parser when one is kept.
     pub fn boxed(mode: H2Mode, from_start: bool) -> Box<Self> {
         let h2 = Self::new(mode, from_start);
@@ -131,15 +130,20 @@ impl Http2 {
         }
     }
 
-    /// Keeps a finished flow's box for the next flow, emptied now: what its
-    /// decoders' tables hold is freed, its request list kept apart.
+    /// Keeps a finished flow's box for the next flow, emptied now: its
+    /// decoders' tables and unfinished header blocks (up to `MAX_BLOCK` a
+    /// side) are freed, its request list kept apart.
     pub fn recycle(mut this: Box<Self>) {
         spare::give_list(&REQUESTS, std::mem::take(&mut this.requests));
         this.decoders = None;
         this.early = Vec::new();
+        for half in &mut this.halves {
+            half.block = None;
+        }
         spare::give(&PARSERS, this);
     }
 
+    /// Frames `side` sent, by type, in `FRAME_TYPES` order.
     pub fn frames(&self, side: Side) -> &[u64; FRAME_TYPES.len()] {
         &self.frames[side.index()]
     }
@@ -828,6 +832,20 @@ mod tests {
         let h2 = prior(&with_preface(&frames), &[]);
         assert!(!h2.headers_readable());
         assert_eq!(h2.requests(), [request_of(1), request_of(3)]);
+    }
+
+    /// A flow that ended in the middle of a header block leaves its box to
+    /// the next flow without the block (up to `MAX_BLOCK` a side).
+    #[test]
+    fn a_kept_parser_holds_no_header_block() {
+        let mut h2 = Http2::boxed(H2Mode::PriorKnowledge, true);
+        h2.feed(Side::Client, PREFACE, 0);
+        h2.feed(Side::Client, &frame(HEADERS, 0, 1, &[0x82; 3000]), 0);
+        assert!(h2.halves[Side::Client.index()].block.is_some());
+        Http2::recycle(h2);
+        let kept = spare::take(&PARSERS).expect("the box is kept");
+        assert!(kept.halves.iter().all(|h| h.block.is_none()));
+        assert!(kept.decoders.is_none() && kept.requests.capacity() == 0);
     }
 
     #[test]

@@ -180,12 +180,15 @@ impl Stream {
 
     /// Hands the buffer to the next message of any flow.
     fn release(&mut self) {
-        self.buf.clear();
-        // Reclaims the room of bytes consumed (no copy, no allocation): a
-        // buffer consumed to its end shows no capacity until then. One that
-        // never allocated reclaims nothing.
-        if self.buf.try_reclaim(1) {
-            spare::give(&BUFFERS, std::mem::take(&mut self.buf));
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        // Reclaiming the room of consumed bytes (no copy, no allocation) says
+        // how large the buffer is: appends to what was pending can grow one
+        // past `MAX_PENDING`, and such a one is let go, so spares stay small.
+        // One that never allocated reclaims nothing.
+        let large = buf.try_reclaim(MAX_PENDING + 1);
+        if !large && buf.try_reclaim(1) {
+            spare::give(&BUFFERS, buf);
         }
     }
 
@@ -242,6 +245,19 @@ mod tests {
         b.push(1, b"HTTP/1.1 200 OK\r\n", 17);
         assert_eq!(b.pending(), b"HTTP/1.1 200 OK\r\n");
         assert_eq!(spare_buffers(), before, "taken by the next message");
+    }
+
+    /// A buffer that appends grew past `MAX_PENDING` is freed, not kept.
+    #[test]
+    fn a_large_buffer_is_let_go() {
+        let before = spare_buffers();
+        let mut s = Stream::from_isn(Some(0));
+        s.push(1, &[b'a'; 9000], 9000);
+        s.push(9001, &[b'b'; 7000], 7000);
+        assert_eq!(s.pending().len(), 16_000);
+        s.consume(Feed { used: 16_000, skip: 0 });
+        assert_eq!(s.buf.capacity(), 0, "an idle flow keeps no buffer");
+        assert_eq!(spare_buffers(), before, "nor is one this large kept");
     }
 
     #[test]

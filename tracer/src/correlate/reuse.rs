@@ -104,6 +104,9 @@ impl Reuse {
         if let Some(mut app) = app {
             std::mem::take(&mut app.summary).recycle();
             app.marks.clear();
+            if app.marks.capacity() > SHORT {
+                app.marks = Vec::new();
+            }
             self.apps.give(app);
         }
     }

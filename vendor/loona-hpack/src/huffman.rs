@@ -96,7 +96,8 @@ impl HuffmanDecoder {
         let mut current: u32 = 0;
         let mut current_len: u8 = 0;
         // tracer's patch: a spare list, given back once the string is used.
-        let mut result: Vec<u8> = crate::spare::bytes();
+        // The shortest code is 5 bits: at most 8 symbols per 5 bytes.
+        let mut result: Vec<u8> = crate::spare::bytes_for(buf.len() * 8 / 5 + 1);
 
         for b in BitIterator::new(buf.iter()) {
             current_len += 1;

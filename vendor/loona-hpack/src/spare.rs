@@ -3,41 +3,53 @@
 //! run a while allocates nothing for strings or table entries.
 use std::{cell::RefCell, collections::VecDeque};
 
-/// Lists kept of each kind, and the longest kept: spares stay small.
-const KEEP_BYTES: usize = 1024;
-const LONGEST_BYTES: usize = 1024;
+/// Byte lists are kept by size, so that a short string takes a short list
+/// and a table of short entries holds little more than they do.
+const SIZES: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
+/// Lists kept of each size, and tables (of at most `LONGEST_TABLE` entries):
+/// spares stay small.
+const KEEP_BYTES: usize = 256;
 const KEEP_TABLES: usize = 64;
 const LONGEST_TABLE: usize = 128;
 
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 thread_local! {
-    static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static BYTES: RefCell<[Vec<Vec<u8>>; SIZES.len()]> = const { RefCell::new([const { Vec::new() }; SIZES.len()]) };
     static TABLES: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty byte list.
-pub(crate) fn bytes() -> Vec<u8> {
-    BYTES.with_borrow_mut(Vec::pop).unwrap_or_default()
+/// An empty byte list with room for `n` bytes, of the smallest size that
+/// holds them.
+pub(crate) fn bytes_for(n: usize) -> Vec<u8> {
+    let Some(size) = SIZES.iter().position(|&size| size >= n) else {
+        return Vec::with_capacity(n);
+    };
+    BYTES
+        .with_borrow_mut(|kept| kept[size].pop())
+        .unwrap_or_else(|| Vec::with_capacity(SIZES[size]))
 }
 
 /// A copy of `b` in a spare list.
 pub(crate) fn copy(b: &[u8]) -> Vec<u8> {
-    let mut v = bytes();
+    let mut v = bytes_for(b.len());
     v.extend_from_slice(b);
     v
 }
 
 pub(crate) fn give_bytes(mut v: Vec<u8>) {
-    if v.capacity() == 0 || v.capacity() > LONGEST_BYTES {
+    if v.capacity() > SIZES[SIZES.len() - 1] {
         return;
     }
+    let Some(size) = SIZES.iter().rposition(|&size| size <= v.capacity()) else {
+        return;
+    };
     v.clear();
-    // While the thread exits the list may be gone: `v` is then simply freed.
-    let _ = BYTES.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < KEEP_BYTES {
-            s.push(v);
+    // While the thread exits the lists may be gone: `v` is then simply freed.
+    let _ = BYTES.try_with(|kept| {
+        let kept = &mut kept.borrow_mut()[size];
+        if kept.len() < KEEP_BYTES {
+            kept.push(v);
         }
     });
 }

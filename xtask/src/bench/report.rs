@@ -15,7 +15,7 @@ pub struct Pipeline {
 /// recorded stream, from the bench's counting allocator.
 pub struct Allocations {
     /// In the steady state: the last of `replays` through one pipeline,
-    /// which allocated no less than the one before it (or the tenth).
+    /// which allocated nothing, or no less than the one before it (or the tenth).
     pub allocations: u64,
     /// In a fresh pipeline's first replay, its tables and spares growing.
     pub first: u64,
