@@ -7,16 +7,15 @@ use std::{cell::RefCell, collections::VecDeque};
 use httparse::Status;
 
 use super::{
-    Feed, HttpRequest, MAX_REQUESTS, Side,
-    spare::{self, Lists, Spares},
+    Feed, HTTP_REQUESTS, HttpRequest, MAX_REQUESTS, Side,
+    spare::{self, Spares},
     websocket,
 };
 
 thread_local! {
-    /// Finished flows' queues (those of up to `SPARE_QUEUE` entries) and
-    /// request lists, emptied, for the next flows.
+    /// Finished flows' queues (those of up to `SPARE_QUEUE` entries),
+    /// emptied, for the next flows.
     static QUEUES: RefCell<Spares<VecDeque<Awaiting>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
-    static REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
 }
 
 /// Queues longer than this are freed, not kept.
@@ -127,7 +126,7 @@ impl Drop for Http1 {
             awaiting.clear();
             spare::give(&QUEUES, awaiting);
         }
-        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests));
+        spare::give_list(&HTTP_REQUESTS, std::mem::take(&mut self.requests));
     }
 }
 
@@ -162,7 +161,7 @@ impl Http1 {
             flow: Flow::Http,
             halves: Default::default(),
             awaiting: spare::take(&QUEUES).unwrap_or_default(),
-            requests: spare::list(&REQUESTS),
+            requests: spare::list(&HTTP_REQUESTS),
             omitted: 0,
             proven: false,
         }
@@ -417,7 +416,7 @@ impl Http1 {
             return;
         }
         let index = if self.requests.len() < MAX_REQUESTS {
-            spare::room_for_one(&REQUESTS, &mut self.requests);
+            spare::room_for_one(&HTTP_REQUESTS, &mut self.requests);
             self.requests.push(record);
             Some(self.requests.len() - 1)
         } else {

@@ -15,14 +15,13 @@ use std::{borrow::Cow, cell::RefCell, fmt, sync::Arc};
 use loona_hpack::Decoder;
 
 use super::{
-    Feed, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, Side,
-    spare::{self, Lists, Spares},
+    Feed, H2_REQUESTS, H2Mode, H2Request, MAX_PENDING, MAX_REQUESTS, Side,
+    spare::{self, Spares},
 };
 
 thread_local! {
-    /// Finished flows' parsers, emptied, and their request lists.
+    /// Finished flows' parsers, emptied (their request lists go to `H2_REQUESTS`).
     static PARSERS: RefCell<Spares<Box<Http2>>> = const { RefCell::new(Spares::new(spare::KEEP)) };
-    static REQUESTS: RefCell<Lists<H2Request>> = const { RefCell::new(Lists::new()) };
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -93,7 +92,7 @@ pub const FRAME_TYPES: [&str; 11] = [
 
 impl Drop for Http2 {
     fn drop(&mut self) {
-        spare::give_list(&REQUESTS, std::mem::take(&mut self.requests));
+        spare::give_list(&H2_REQUESTS, std::mem::take(&mut self.requests));
     }
 }
 
@@ -108,7 +107,7 @@ impl Http2 {
             mode,
             halves: [Half::new(stage(Stage::Preface)), Half::new(stage(Stage::Frames))],
             decoders: (from_start && !encrypted).then(|| [decoder(), decoder()]),
-            requests: spare::list(&REQUESTS),
+            requests: spare::list(&H2_REQUESTS),
             last_stream: 0,
             early: Vec::new(),
             streams: 0,
@@ -121,20 +120,14 @@ impl Http2 {
     /// `new`, in the box of a finished flow's parser when one is kept.
     pub fn boxed(mode: H2Mode, from_start: bool) -> Box<Self> {
         let h2 = Self::new(mode, from_start);
-        match spare::take(&PARSERS) {
-            Some(mut kept) => {
-                *kept = h2;
-                kept
-            }
-            None => Box::new(h2),
-        }
+        PARSERS.with_borrow_mut(|kept| kept.boxed(h2))
     }
 
     /// Keeps a finished flow's box for the next flow, emptied now: its
     /// decoders' tables and unfinished header blocks (up to `MAX_BLOCK` a
     /// side) are freed, its request list kept apart.
     pub fn recycle(mut this: Box<Self>) {
-        spare::give_list(&REQUESTS, std::mem::take(&mut this.requests));
+        spare::give_list(&H2_REQUESTS, std::mem::take(&mut this.requests));
         this.decoders = None;
         this.early = Vec::new();
         for half in &mut this.halves {
@@ -316,7 +309,7 @@ impl Http2 {
             self.omitted += 1;
             return None;
         }
-        spare::room_for_one(&REQUESTS, &mut self.requests);
+        spare::room_for_one(&H2_REQUESTS, &mut self.requests);
         self.requests.push(H2Request {
             stream,
             status,

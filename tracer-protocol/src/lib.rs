@@ -216,9 +216,10 @@ pub struct TlsSummary {
 }
 
 thread_local! {
-    /// Request lists of printed records, for the next records' copies.
-    static HTTP_REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
-    static H2_REQUESTS: RefCell<Lists<H2Request>> = const { RefCell::new(Lists::new()) };
+    /// Request lists of finished parsers and printed records, for the next
+    /// parsers' lists and records' copies.
+    pub(crate) static HTTP_REQUESTS: RefCell<Lists<HttpRequest>> = const { RefCell::new(Lists::new()) };
+    pub(crate) static H2_REQUESTS: RefCell<Lists<H2Request>> = const { RefCell::new(Lists::new()) };
 }
 
 impl Summary {

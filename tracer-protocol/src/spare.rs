@@ -42,6 +42,19 @@ impl<T> Spares<T> {
     }
 }
 
+impl<T> Spares<Box<T>> {
+    /// `t` in a kept box, if there is one.
+    pub fn boxed(&mut self, t: T) -> Box<T> {
+        match self.take() {
+            Some(mut kept) => {
+                *kept = t;
+                kept
+            }
+            None => Box::new(t),
+        }
+    }
+}
+
 impl<T> Spares<Vec<T>> {
     /// Keeps `list` emptied, unless it grew longer than `longest`: a list
     /// grown by a long life is let go, so spares stay small.
@@ -98,15 +111,7 @@ impl<T> Lists<T> {
             ],
         }
     }
-}
 
-impl<T> Default for Lists<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Lists<T> {
     /// The smallest kept list with room for `n` entries.
     fn take(&mut self, n: usize) -> Option<Vec<T>> {
         let sizes = self.by_size.iter_mut().zip(SIZES);
@@ -122,6 +127,12 @@ impl<T> Lists<T> {
             list.clear();
             self.by_size[size].give(list);
         }
+    }
+}
+
+impl<T> Default for Lists<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -97,7 +97,7 @@ fn allocations(records: &[Vec<u8>]) {
 /// Replays for the steady state, at most.
 const MAX_REPLAYS: u32 = 10;
 
-/// What was printed, folded into a hash (FNV-1a) and a length: comparing two
+/// What was printed, folded into a hash (FNV-1a's step, from 0) and a length: comparing two
 /// replays' output without keeping it.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Digest {

@@ -656,14 +656,8 @@ mod tests {
         c.on_event(&Event::State(s), 10, &mut out);
         let (key, local) = s.flow();
         let head = |isn: [u32; 2]| Segment {
-            seq: isn[local].wrapping_add(1),
             win: 512,
-            len: 18,
-            handshake: Handshake {
-                isn: isn.map(Some),
-                opener: Some(local),
-            },
-            ..segment(key, 20, local, tcp_flag::PSH | tcp_flag::ACK)
+            ..payload_head(key, 20, local, local, isn, 18)
         };
         let request = Some(&b"GET / HTTP/1.1\r\n\r\n"[..]);
         c.on_event(&Event::Segment(head([1000, 5000]), request), 20, &mut out);
@@ -672,6 +666,20 @@ mod tests {
         assert!(log.proto.is_some());
         c.on_event(&Event::Segment(head([7000, 9000]), request), 30, &mut out);
         assert_eq!(c.flows[&key].isn, [Some(7000), Some(9000)]);
+    }
+
+    /// The first payload head sent by endpoint `from` of `key`, `len` bytes,
+    /// carrying the kernel's copy of the handshake (`opener`'s, ISNs `isn`).
+    fn payload_head(key: FlowKey, ts_ns: u64, from: usize, opener: usize, isn: [u32; 2], len: u32) -> Segment {
+        Segment {
+            seq: isn[from].wrapping_add(1),
+            len,
+            handshake: Handshake {
+                isn: isn.map(Some),
+                opener: Some(opener),
+            },
+            ..segment(key, ts_ns, from, tcp_flag::PSH | tcp_flag::ACK)
+        }
     }
 
     /// A segment without payload sent by endpoint `from` of `key`, as the
@@ -799,15 +807,7 @@ mod tests {
             c.on_event(&Event::State(at(i as u64, s)), t, &mut out);
             if i == 1 {
                 for (from, data) in [(local, bytes[0]), (1 - local, bytes[1])] {
-                    let head = Segment {
-                        seq: isn[from] + 1,
-                        len: data.len() as u32,
-                        handshake: Handshake {
-                            isn: isn.map(Some),
-                            opener: Some(local),
-                        },
-                        ..segment(key, t + 5, from, tcp_flag::PSH | tcp_flag::ACK)
-                    };
+                    let head = payload_head(key, t + 5, from, local, isn, data.len() as u32);
                     c.on_event(&Event::Segment(head, Some(data)), t + 5, &mut out);
                 }
             }

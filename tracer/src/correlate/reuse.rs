@@ -63,13 +63,7 @@ impl Reuse {
 
     /// A tracker for a new flow, in the box a finished flow's had.
     pub fn tracker(&mut self, t: Tracker) -> Box<Tracker> {
-        match self.trackers.take() {
-            Some(mut kept) => {
-                *kept = t;
-                kept
-            }
-            None => Box::new(t),
-        }
+        self.trackers.boxed(t)
     }
 
     pub fn give_tracker(&mut self, mut t: Box<Tracker>) {
