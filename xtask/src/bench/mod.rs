@@ -2,6 +2,7 @@
 //! same run, as ratios and per-connection costs that a noisy machine does
 //! not fool. Prints a table, or JSON with `--json`.
 mod bulk;
+mod floor;
 pub mod hold;
 mod pipeline;
 pub mod record;
@@ -108,6 +109,7 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
     let _stats = stats::BpfStats::enable()?;
     let compared = [
         Tool::Untraced,
+        Tool::Floor,
         Tool::Tracer,
         Tool::TracerOtherPort,
         Tool::Tcplife,
@@ -161,6 +163,8 @@ fn tempdir() -> Result<std::path::PathBuf> {
 
 pub struct Bulk {
     pub ratio: f64,
+    /// Empty programs on tracer's hooks / untraced: what the hooks alone cost.
+    pub floor_ratio: f64,
     pub untraced_gbps: f64,
     pub traced_gbps: f64,
     pub ring_bytes: u64,
@@ -168,42 +172,52 @@ pub struct Bulk {
     /// The classifier's runs during the traced transfers: almost every
     /// segment of a bulk transfer is only counted.
     pub tc: ProgRun,
+    /// The empty classifier's runs during the transfers it watched.
+    pub floor_tc: ProgRun,
 }
 
 const BULK_BYTES: usize = 1 << 30;
 
 fn bulk_runs(tracer: &Path, dir: &Path, rounds: usize) -> Result<Bulk> {
-    let (mut untraced, mut traced, mut ring) = (Vec::new(), Vec::new(), 0);
-    let mut tc = ProgRun::default();
+    let (mut untraced, mut floor, mut traced, mut ring) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut tc, mut floor_tc) = (ProgRun::default(), ProgRun::default());
     for _ in 0..rounds {
-        for tool in [Tool::Untraced, Tool::Tracer, Tool::Tracer, Tool::Untraced] {
+        let order = [Tool::Untraced, Tool::Floor, Tool::Tracer];
+        for tool in order.iter().chain(order.iter().rev()).copied() {
             let port = storm::free_port()?;
             let running = Running::start(tool, tracer, port, dir)?;
             let progs0 = stats::programs(&running.progs)?;
             let secs = bulk::transfer(port, BULK_BYTES)?;
             thread::sleep(Duration::from_millis(200));
             let progs = delta(&stats::programs(&running.progs)?, &progs0);
-            for name in ["tc_egress", "tc_ingress"] {
-                tc.add(progs.get(name).copied().unwrap_or_default());
-            }
             running.stop_ref()?;
             let gbps = BULK_BYTES as f64 * 8.0 / secs / 1e9;
-            if tool == Tool::Untraced {
-                untraced.push(gbps);
-            } else {
-                traced.push(gbps);
-                ring = ring.max(running.summary()?["ring_bytes"].as_u64().unwrap_or(0));
+            match tool {
+                Tool::Untraced => untraced.push(gbps),
+                Tool::Floor => {
+                    floor_tc.add(progs.get(floor::FLOOR_TC).copied().unwrap_or_default());
+                    floor.push(gbps);
+                }
+                _ => {
+                    for name in ["tc_egress", "tc_ingress"] {
+                        tc.add(progs.get(name).copied().unwrap_or_default());
+                    }
+                    traced.push(gbps);
+                    ring = ring.max(running.summary()?["ring_bytes"].as_u64().unwrap_or(0));
+                }
             }
         }
     }
     let (u, t) = (median(untraced), median(traced));
     Ok(Bulk {
         ratio: t / u,
+        floor_ratio: median(floor) / u,
         untraced_gbps: u,
         traced_gbps: t,
         ring_bytes: ring,
         bytes: BULK_BYTES as u64,
         tc,
+        floor_tc,
     })
 }
 

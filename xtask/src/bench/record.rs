@@ -2,8 +2,8 @@
 //! benchmark replays (`tracer/benches/data/stream.bin`), recorded from the
 //! real tracer in `--events` mode (every segment) while this traffic runs:
 //! short storm connections, keep-alive exchanges, a bulk transfer, aborts
-//! with RST and refused connects, WebSocket echoes and HTTP/2 streams (the
-//! `peers` crate's real servers and clients).
+//! with RST and refused connects, WebSocket echoes, HTTP/2 streams and TLS
+//! handshakes, 1.3 and 1.2 (the `peers` crate's real servers and clients).
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
@@ -21,7 +21,7 @@ use super::{
 };
 
 pub fn run(tracer: &Path, out: &Path) -> Result<()> {
-    let ports: Vec<u16> = (0..7).map(|_| storm::free_port()).collect::<Result<_>>()?;
+    let ports: Vec<u16> = (0..9).map(|_| storm::free_port()).collect::<Result<_>>()?;
     let dir = std::env::temp_dir();
     let running = Running::start_with(
         Tool::TracerEvents,
@@ -42,13 +42,19 @@ pub fn run(tracer: &Path, out: &Path) -> Result<()> {
     peer_exchanges(
         &peers,
         ports[5],
-        "ws-server",
-        &["ws-client", "--url", &url, "--protocol", "chat"],
+        ["ws-server"],
+        ["ws-client", "--url", &url, "--protocol", "chat"],
         20,
     )?;
     let addr = format!("127.0.0.1:{}", ports[6]);
     let paths = ["h2-client", "--addr", &addr, "--paths", "/,/missing,/a,/b"];
-    peer_exchanges(&peers, ports[6], "h2-server", &paths, 20)?;
+    peer_exchanges(&peers, ports[6], ["h2-server"], paths, 20)?;
+    for (port, alpn, version) in [(ports[7], "h2,http/1.1", None), (ports[8], "h2", Some("--tls12"))] {
+        let addr = format!("127.0.0.1:{port}");
+        let server = ["tls-server", "--alpn", alpn].into_iter().chain(version);
+        let client = ["tls-client", "--addr", &addr, "--sni", "bench.example", "--alpn", alpn];
+        peer_exchanges(&peers, port, server, client.into_iter().chain(version), 20)?;
+    }
     thread::sleep(Duration::from_millis(200));
     running.stop_ref()?;
     println!("recorded {} bytes to {}", std::fs::metadata(out)?.len(), out.display());
@@ -56,15 +62,22 @@ pub fn run(tracer: &Path, out: &Path) -> Result<()> {
 }
 
 /// A `peers` server on `port`, and `times` runs of a `peers` client against it.
-fn peer_exchanges(peers: &Path, port: u16, server: &str, client: &[&str], times: usize) -> Result<()> {
+fn peer_exchanges<'a>(
+    peers: &Path,
+    port: u16,
+    server: impl IntoIterator<Item = &'a str>,
+    client: impl IntoIterator<Item = &'a str> + Clone,
+    times: usize,
+) -> Result<()> {
     let mut server = std::process::Command::new(peers)
-        .args([server, "--addr", &format!("127.0.0.1:{port}")])
+        .args(server)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     // It prints `ready <port>` once it listens.
     let mut ready = [0u8; 6];
     server.stdout.take().map(|mut o| o.read_exact(&mut ready)).transpose()?;
-    let result = (0..times).try_for_each(|_| crate::status(std::process::Command::new(peers).args(client)));
+    let result = (0..times).try_for_each(|_| crate::status(std::process::Command::new(peers).args(client.clone())));
     let _ = server.kill();
     let _ = server.wait();
     result

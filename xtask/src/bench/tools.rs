@@ -12,11 +12,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::stats;
+use super::{floor::Floor, stats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Untraced,
+    /// Programs that return at once on tracer's hooks: the floor under its own.
+    Floor,
     /// tracer on the storm's port, default mode, JSON.
     Tracer,
     /// tracer on another port: the storm is filtered out in the kernel.
@@ -31,6 +33,7 @@ impl Tool {
     pub fn label(self) -> &'static str {
         match self {
             Tool::Untraced => "untraced",
+            Tool::Floor => "empty programs",
             Tool::Tracer => "tracer (that port)",
             Tool::TracerOtherPort => "tracer (other port)",
             Tool::TracerEvents => "tracer --events",
@@ -45,6 +48,7 @@ impl Tool {
 pub struct Running {
     pub tool: Tool,
     child: Option<Child>,
+    _floor: Option<Floor>,
     /// The BPF programs and maps this tool loaded.
     pub progs: HashSet<u64>,
     pub maps: HashSet<u64>,
@@ -67,15 +71,12 @@ impl Running {
         let port_arg = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let other = (ports[0] ^ 1).to_string();
         let mut cmd = match tool {
-            Tool::Untraced => {
-                return Ok(Running {
-                    tool,
-                    child: None,
-                    out,
-                    err,
-                    progs: HashSet::new(),
-                    maps: HashSet::new(),
-                });
+            Tool::Untraced => return Ok(Running::without_process(tool, None, out, err, HashSet::new())),
+            Tool::Floor => {
+                let before = stats::ids("prog")?;
+                let floor = Floor::attach()?;
+                let progs = stats::ids("prog")?.difference(&before).copied().collect();
+                return Ok(Running::without_process(tool, Some(floor), out, err, progs));
             }
             Tool::Tracer => tracer_cmd(tracer, &["--json", "--port", &port_arg]),
             Tool::TracerOtherPort => tracer_cmd(tracer, &["--json", "--port", &other]),
@@ -95,6 +96,7 @@ impl Running {
         let mut running = Running {
             tool,
             child: Some(child),
+            _floor: None,
             out,
             err,
             progs: HashSet::new(),
@@ -104,6 +106,18 @@ impl Running {
         running.progs = stats::ids("prog")?.difference(&progs_before).copied().collect();
         running.maps = stats::ids("map")?.difference(&maps_before).copied().collect();
         Ok(running)
+    }
+
+    fn without_process(tool: Tool, floor: Option<Floor>, out: PathBuf, err: PathBuf, progs: HashSet<u64>) -> Self {
+        Running {
+            tool,
+            child: None,
+            _floor: floor,
+            progs,
+            maps: HashSet::new(),
+            out,
+            err,
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -133,7 +147,10 @@ impl Running {
     }
 
     fn is_tracer(&self) -> bool {
-        !matches!(self.tool, Tool::Tcplife | Tool::Tcpstates | Tool::Untraced)
+        !matches!(
+            self.tool,
+            Tool::Tcplife | Tool::Tcpstates | Tool::Untraced | Tool::Floor
+        )
     }
 
     /// SIGINT and wait: tracer then prints its summary.
@@ -167,7 +184,7 @@ impl Running {
 
     /// Sockets this tool reported on `port`, and events it says it lost.
     pub fn reported(&self, port: u16) -> Result<(u64, u64)> {
-        if self.tool == Tool::Untraced {
+        if matches!(self.tool, Tool::Untraced | Tool::Floor) {
             return Ok((0, 0));
         }
         let out = std::fs::File::open(&self.out)?;
@@ -201,7 +218,7 @@ impl Running {
                     let w: Vec<&str> = line.split_whitespace().collect();
                     reported += u64::from(w.contains(&p.as_str()) && w.iter().rev().nth(1) == Some(&"CLOSE"));
                 }
-                Tool::Untraced | Tool::TracerOtherPort => {}
+                Tool::Untraced | Tool::Floor | Tool::TracerOtherPort => {}
             }
         }
         let err = std::fs::read_to_string(&self.err)?;
