@@ -228,7 +228,7 @@ fn check(name: &str, summary: &Summary) {
             let tls = summary.tls.as_ref().expect("tls");
             assert_eq!(tls.version, Some("1.3"));
             assert_eq!(tls.sni.as_deref(), Some("demo.test"));
-            assert_eq!(tls.alpn, ["h2", "http/1.1"]);
+            assert_eq!(tls.alpn, [std::sync::Arc::from("h2"), std::sync::Arc::from("http/1.1")]);
         }
         _ => unreachable!("{name}"),
     }

@@ -210,9 +210,9 @@ pub struct H2Summary {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsSummary {
     pub version: Option<&'static str>,
-    pub sni: Option<String>,
-    pub alpn: Vec<String>,
-    pub alpn_selected: Option<String>,
+    pub sni: Option<Arc<str>>,
+    pub alpn: Vec<Arc<str>>,
+    pub alpn_selected: Option<Arc<str>>,
 }
 
 thread_local! {
@@ -232,6 +232,9 @@ impl Summary {
         }
         if let Some(h) = self.http2 {
             spare::give_list(&H2_REQUESTS, h.requests);
+        }
+        if let Some(t) = self.tls {
+            spare::give_list(&tls::PROTOCOLS, t.alpn);
         }
     }
 
@@ -278,13 +281,13 @@ impl Summary {
             s.protocol = "tls";
             s.tls = Some(TlsSummary {
                 version: t.version(),
-                sni: t.sni().map(str::to_owned),
-                alpn: t.alpn().to_vec(),
-                alpn_selected: t.alpn_selected().map(str::to_owned),
+                sni: t.sni().cloned(),
+                alpn: spare::copy_of(&tls::PROTOCOLS, t.alpn()),
+                alpn_selected: t.alpn_selected().cloned(),
             });
             // Proven only when the server's hello shows it (TLS 1.2): in 1.3
             // the choice travels encrypted.
-            if t.alpn_selected() == Some("h2") {
+            if t.alpn_selected().is_some_and(|p| &**p == "h2") {
                 s.protocol = "http/2";
                 s.http2 = Some(H2Summary {
                     mode: H2Mode::Alpn,

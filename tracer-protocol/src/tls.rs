@@ -2,14 +2,21 @@
 //! ServerHello's negotiated version and selected protocol. Everything after a
 //! side's hello is encrypted or of no interest here, and is let go.
 
-use tls_parser::{
-    MAX_RECORD_LEN, SNIType, TlsExtension, TlsMessage, TlsMessageHandshake, TlsVersion,
-    parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_server_hello_extensions,
-};
+mod hello;
 
-use super::{Feed, Side};
+use std::{cell::RefCell, sync::Arc};
+
+use super::{Feed, Side, shared, spare, spare::Lists};
+
+thread_local! {
+    /// ALPN lists of finished parsers and printed records.
+    pub(crate) static PROTOCOLS: RefCell<Lists<Arc<str>>> = const { RefCell::new(Lists::new()) };
+}
 
 const RECORD_HEADER: usize = 5;
+/// The longest record payload a peer may send (RFC 8446 §5.2: 2^14 bytes,
+/// plus 256 of expansion in a protected record).
+const MAX_RECORD_LEN: u16 = (1 << 14) + 256;
 const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
@@ -27,15 +34,22 @@ pub struct Tls {
     halves: [Half; 2],
     proven: bool,
     version: Option<&'static str>,
-    sni: Option<String>,
-    alpn: Vec<String>,
-    alpn_selected: Option<String>,
+    sni: Option<Arc<str>>,
+    alpn: Vec<Arc<str>>,
+    alpn_selected: Option<Arc<str>>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        spare::give_list(&PROTOCOLS, std::mem::take(&mut self.alpn));
+    }
 }
 
 #[derive(Debug, Default)]
 struct Half {
     done: bool,
-    /// The hello's handshake message, gathered from record payloads.
+    /// The hello's handshake message, gathered from record payloads when it
+    /// spans records (a hello in one record is read where it lies).
     message: Vec<u8>,
 }
 
@@ -68,8 +82,7 @@ impl Tls {
                 }
             }
             Scan::Whole(fragment) => {
-                self.halves[side.index()].message.extend_from_slice(fragment);
-                self.assemble(side);
+                self.assemble(side, fragment);
                 Feed {
                     used: RECORD_HEADER + fragment.len(),
                     skip: 0,
@@ -98,25 +111,42 @@ impl Tls {
         self.version
     }
 
-    pub fn sni(&self) -> Option<&str> {
-        self.sni.as_deref()
+    pub fn sni(&self) -> Option<&Arc<str>> {
+        self.sni.as_ref()
     }
 
     /// Offered by the client, in its order.
-    pub fn alpn(&self) -> &[String] {
+    pub fn alpn(&self) -> &[Arc<str>] {
         &self.alpn
     }
 
     /// Only TLS ≤ 1.2 shows it: 1.3 sends it in the encrypted EncryptedExtensions.
-    pub fn alpn_selected(&self) -> Option<&str> {
-        self.alpn_selected.as_deref()
+    pub fn alpn_selected(&self) -> Option<&Arc<str>> {
+        self.alpn_selected.as_ref()
     }
 
-    /// Parses the side's hello once its handshake message is whole.
-    fn assemble(&mut self, side: Side) {
-        let message = std::mem::take(&mut self.halves[side.index()].message);
-        match hello(side, &message) {
-            Scan::Partial => self.halves[side.index()].message = message,
+    /// Adds a record's payload to the side's hello, and parses the hello
+    /// once it is whole.
+    fn assemble(&mut self, side: Side, fragment: &[u8]) {
+        let gathered = &mut self.halves[side.index()].message;
+        if gathered.is_empty() {
+            if self.parse(side, fragment) {
+                self.halves[side.index()].message.extend_from_slice(fragment);
+            }
+            return;
+        }
+        gathered.extend_from_slice(fragment);
+        let message = std::mem::take(gathered);
+        if self.parse(side, &message) {
+            self.halves[side.index()].message = message;
+        }
+    }
+
+    /// Parses the side's hello if `message` holds it whole; true when it
+    /// holds only its start.
+    fn parse(&mut self, side: Side, message: &[u8]) -> bool {
+        match hello(side, message) {
+            Scan::Partial => return true,
             Scan::Invalid => self.fail(side),
             Scan::Whole(hello) => {
                 match side {
@@ -126,57 +156,32 @@ impl Tls {
                 self.finish(side);
             }
         }
+        false
     }
 
     fn client_hello(&mut self, message: &[u8]) {
-        let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
-            parse_tls_message_handshake(message)
-        else {
+        let Some(hello) = hello::client_hello(&message[HELLO_HEADER..]) else {
             self.fail(Side::Client);
             return;
         };
         self.proven = true;
-        let extensions = hello.ext.and_then(|ext| parse_tls_client_hello_extensions(ext).ok());
-        for extension in extensions.map(|(_, list)| list).unwrap_or_default() {
-            match extension {
-                TlsExtension::SNI(names) => {
-                    self.sni = names
-                        .iter()
-                        .find(|(kind, _)| *kind == SNIType::HostName)
-                        .map(|(_, name)| bounded(name));
-                }
-                TlsExtension::ALPN(protocols) => {
-                    self.alpn = protocols
-                        .iter()
-                        .take(MAX_PROTOCOLS)
-                        .map(|protocol| bounded(protocol))
-                        .collect();
-                }
-                _ => {}
-            }
+        self.sni = hello.server_name.map(bounded);
+        self.alpn.clear();
+        for protocol in hello.protocols.into_iter().flatten().take(MAX_PROTOCOLS) {
+            spare::room_for_one(&PROTOCOLS, &mut self.alpn);
+            self.alpn.push(bounded(protocol));
         }
     }
 
     fn server_hello(&mut self, message: &[u8]) {
-        let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(hello)))) =
-            parse_tls_message_handshake(message)
-        else {
+        let Some(hello) = hello::server_hello(&message[HELLO_HEADER..]) else {
             return;
         };
-        self.version = version_name(hello.version);
-        let extensions = hello.ext.and_then(|ext| parse_tls_server_hello_extensions(ext).ok());
-        for extension in extensions.map(|(_, list)| list).unwrap_or_default() {
-            match extension {
-                // TLS 1.3 keeps 1.2 in the version field, for middleboxes (RFC 8446 §4.1.3).
-                TlsExtension::SupportedVersions(versions) if versions.contains(&TlsVersion::Tls13) => {
-                    self.version = Some("1.3");
-                }
-                TlsExtension::ALPN(protocols) => {
-                    self.alpn_selected = protocols.first().map(|protocol| bounded(protocol));
-                }
-                _ => {}
-            }
-        }
+        self.version = match hello.selected_version {
+            Some(TLS13) => Some("1.3"),
+            _ => version_name(hello.version),
+        };
+        self.alpn_selected = hello.protocol.map(bounded);
     }
 
     /// A client that sends no ClientHello is not speaking TLS at all: neither side is worth reading.
@@ -231,18 +236,21 @@ fn hello(side: Side, message: &[u8]) -> Scan<&[u8]> {
     }
 }
 
-fn version_name(version: TlsVersion) -> Option<&'static str> {
+const TLS13: u16 = 0x0304;
+
+fn version_name(version: u16) -> Option<&'static str> {
     match version {
-        TlsVersion::Tls12 => Some("1.2"),
-        TlsVersion::Tls11 => Some("1.1"),
-        TlsVersion::Tls10 => Some("1.0"),
-        TlsVersion::Ssl30 => Some("ssl3"),
+        0x0303 => Some("1.2"),
+        0x0302 => Some("1.1"),
+        0x0301 => Some("1.0"),
+        0x0300 => Some("ssl3"),
         _ => None,
     }
 }
 
-fn bounded(value: &[u8]) -> String {
-    String::from_utf8_lossy(&value[..value.len().min(MAX_NAME)]).into_owned()
+/// Names repeat from connection to connection: each is shared, not copied.
+fn bounded(value: &[u8]) -> Arc<str> {
+    shared(&String::from_utf8_lossy(&value[..value.len().min(MAX_NAME)]))
 }
 
 #[cfg(test)]
@@ -306,8 +314,8 @@ mod tests {
     fn client_hello_gives_sni_and_alpn() {
         let tls = play(&hex(CLIENT_13), &[]);
         assert!(tls.proven());
-        assert_eq!(tls.sni(), Some("example.com"));
-        assert_eq!(tls.alpn(), ["h2", "http/1.1"]);
+        assert_eq!(tls.sni().map(|s| &**s), Some("example.com"));
+        assert_eq!(tls.alpn(), [Arc::from("h2"), Arc::from("http/1.1")]);
         assert_eq!(tls.version(), None);
         assert!(!tls.wants(Side::Client) && tls.wants(Side::Server));
     }
@@ -325,7 +333,7 @@ mod tests {
     fn tls12_server_hello_with_alpn() {
         let tls = play(&hex(CLIENT_13), &hex(SERVER_12));
         assert_eq!(tls.version(), Some("1.2"));
-        assert_eq!(tls.alpn_selected(), Some("h2"));
+        assert_eq!(tls.alpn_selected().map(|s| &**s), Some("h2"));
         assert!(!tls.wants(Side::Server));
     }
 
@@ -349,8 +357,8 @@ mod tests {
         let client = [record(HANDSHAKE, &hello[..3]), record(HANDSHAKE, &hello[3..])].concat();
         let tls = play(&client, &[]);
         assert!(tls.proven());
-        assert_eq!(tls.sni(), Some("example.com"));
-        assert_eq!(tls.alpn(), ["h2", "http/1.1"]);
+        assert_eq!(tls.sni().map(|s| &**s), Some("example.com"));
+        assert_eq!(tls.alpn(), [Arc::from("h2"), Arc::from("http/1.1")]);
     }
 
     #[test]

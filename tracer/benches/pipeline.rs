@@ -1,6 +1,7 @@
 //! The userspace pipeline on one core: a recorded, realistic event stream
 //! (`cargo xtask record`: storm connections, keep-alive exchanges, a bulk
-//! transfer, aborts and refused connects, every segment of each) replayed
+//! transfer, aborts and refused connects, WebSocket, HTTP/2 and TLS
+//! exchanges, every segment of each) replayed
 //! through decode, correlation and JSON output, stage by stage and end to end.
 use std::{
     alloc::{GlobalAlloc, Layout as AllocLayout},
@@ -195,6 +196,8 @@ impl<W: Write> Pipeline<W> {
             now = ts(&event).map_or(now, |t| now.max(t));
             self.correlator.resolve_owner(&mut event);
             self.correlator.on_event(&event, now, &mut self.finished);
+            // The daemon hands these to the kernel after each batch.
+            self.correlator.controls.clear();
             made += self.print(print);
         }
         self.correlator.flush(now + 1_000_000_000, |_| None, &mut self.finished);

@@ -125,7 +125,8 @@ pub struct Correlator {
     limits: Limits,
     open: HashMap<u64, Lifecycle>,
     /// Creation order of open sockets (address, generation), oldest first,
-    /// with stale entries.
+    /// with stale entries: at most as many as live ones (and 16), so that the
+    /// queue grows only with the open set.
     order: VecDeque<(u64, u64)>,
     generation: u64,
     /// When unclaimed flows were last pruned.
@@ -291,7 +292,7 @@ impl Correlator {
             life.generation = self.generation;
             self.open.insert(s.sock, life);
             self.order.push_back((s.sock, self.generation));
-            if self.order.len() > 2 * self.limits.max_sockets + 16 {
+            if self.order.len() > 2 * self.open.len() + 16 {
                 let open = &self.open;
                 self.order
                     .retain(|(sock, g)| open.get(sock).is_some_and(|l| l.generation == *g));
