@@ -3,8 +3,8 @@
 //! application_layer_protocol_negotiation (RFC 7301 §3.1) and
 //! supported_versions (RFC 8446 §4.2.1) extensions. Hand-written because
 //! `tls-parser` builds a list of each hello's cipher suites, extensions and
-//! their entries: 14 allocations per connection in the pipeline bench's
-//! steady state, where this walk makes none.
+//! their entries: 582 allocations for the 40 handshakes of the pipeline
+//! bench's recording, in its steady state, where this walk makes none.
 
 /// A ClientHello's offers, still encoded.
 #[derive(Debug, Default)]
