@@ -36,6 +36,7 @@ impl<'a> Iterator for Protocols<'a> {
 }
 
 const RANDOM: usize = 32;
+const MAX_SESSION_ID: usize = 32;
 const SERVER_NAME: u16 = 0;
 const ALPN: u16 = 16;
 const SUPPORTED_VERSIONS: u16 = 43;
@@ -48,12 +49,14 @@ pub fn client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
     let mut r = Reader(body);
     r.u16()?;
     r.bytes(RANDOM)?;
-    r.vec8()?;
+    session_id(&mut r)?;
     let suites = r.vec16()?;
     if suites.is_empty() || suites.len() % 2 != 0 {
         return None;
     }
-    r.vec8()?;
+    if r.vec8()?.is_empty() {
+        return None;
+    }
     let mut hello = ClientHello::default();
     let walked = each_extension(r, |kind, data| {
         match kind {
@@ -70,30 +73,34 @@ pub fn client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
     })
 }
 
+/// None too when its extension block is malformed: without it, a TLS 1.3
+/// ServerHello would pass for 1.2 by its `legacy_version`.
 pub fn server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
     let mut r = Reader(body);
     let version = r.u16()?;
     r.bytes(RANDOM)?;
-    r.vec8()?;
+    session_id(&mut r)?;
     r.u16()?;
     r.u8()?;
     let (mut selected_version, mut protocol) = (None, None);
-    let walked = each_extension(r, |kind, data| {
+    each_extension(r, |kind, data| {
         match kind {
             SUPPORTED_VERSIONS => selected_version = Some(whole(data, Reader::u16)?),
             ALPN => protocol = protocols(data)?.next(),
             _ => {}
         }
         Some(())
-    });
-    if walked.is_none() {
-        (selected_version, protocol) = (None, None);
-    }
+    })?;
     Some(ServerHello {
         version,
         selected_version,
         protocol,
     })
+}
+
+/// `legacy_session_id` (or its echo): at most 32 bytes.
+fn session_id(r: &mut Reader) -> Option<()> {
+    (r.vec8()?.len() <= MAX_SESSION_ID).then_some(())
 }
 
 /// Calls `f` with each extension's type and data; None when the block, or
@@ -124,6 +131,9 @@ fn host_name(data: &[u8]) -> Option<Option<&[u8]>> {
     while !names.is_empty() {
         let kind = names.u8()?;
         let name = names.vec16()?;
+        if kind == HOST_NAME && name.is_empty() {
+            return None;
+        }
         if kind == HOST_NAME && first.is_none() {
             first = Some(name);
         }
@@ -133,9 +143,12 @@ fn host_name(data: &[u8]) -> Option<Option<&[u8]>> {
 
 fn protocols(data: &[u8]) -> Option<Protocols<'_>> {
     let list = Reader(whole(data, Reader::vec16)?);
+    // Names are <1..2^8-1> bytes long, and fill the list exactly.
     let mut check = list;
     while !check.is_empty() {
-        check.vec8()?;
+        if check.vec8()?.is_empty() {
+            return None;
+        }
     }
     Some(Protocols(list))
 }
@@ -266,8 +279,35 @@ mod tests {
         let hello = server_hello(&body).expect("parses");
         assert_eq!(hello.selected_version, Some(0x0304));
         assert_eq!(hello.protocol, Some(&b"h2"[..]));
-        // supported_versions holds exactly one version in a ServerHello.
+        // supported_versions holds exactly one version in a ServerHello;
+        // a malformed block is no ServerHello, not a 1.2 one.
         let block = vec16(&ext(SUPPORTED_VERSIONS, &[3, 4, 0]));
-        assert_eq!(server_hello(&server(&block)).expect("parses").selected_version, None);
+        assert!(server_hello(&server(&block)).is_none());
+        let block = vec16(&[ext(SUPPORTED_VERSIONS, &[3, 4]), vec![0, 0x33, 0, 99, 0]].concat());
+        assert!(server_hello(&server(&block)).is_none());
+    }
+
+    #[test]
+    fn what_the_rfcs_bound_is_held_to() {
+        let long_session = |body: &mut Vec<u8>| {
+            body[2 + RANDOM] = 33;
+            body.splice(3 + RANDOM..3 + RANDOM, [0; 33]);
+        };
+        let (mut c, mut s) = (client(&[]), server(&[]));
+        long_session(&mut c);
+        long_session(&mut s);
+        assert!(client_hello(&c).is_none() && server_hello(&s).is_none());
+        let mut no_compression = client(&[]);
+        let at = no_compression.len() - 2;
+        no_compression.splice(at.., [0]);
+        assert!(client_hello(&no_compression).is_none());
+        // An empty protocol or host name is a malformed extension.
+        for block in [
+            vec16(&ext(ALPN, &vec16(b"\x00\x02h2"))),
+            vec16(&ext(SERVER_NAME, &vec16(&[HOST_NAME, 0, 0]))),
+        ] {
+            let body = client(&block);
+            assert_eq!(names(&client_hello(&body).expect("parses")), (None, vec![]));
+        }
     }
 }

@@ -458,6 +458,10 @@ impl Correlator {
             let stats = life.key().as_ref().and_then(&read);
             self.finish(life, stats.as_ref(), true, now_ns, out);
         }
+        // The prune clock starts again, as a new correlator's would: the
+        // bench replays a recording through one correlator, going back in
+        // time, and must prune every replay as it pruned the first.
+        self.pruned_ns = 0;
     }
 
     /// `stats`: the flow's counters at the close, or as read at exit for a
