@@ -30,6 +30,8 @@ pub struct Options {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub tool: Tool,
+    /// The ABBA round it ran in; None for the detail modes, run on their own.
+    pub round: Option<usize>,
     pub rate: f64,
     /// Sockets the storm made (two per connection, the final wake-up included).
     pub sockets: u64,
@@ -74,6 +76,7 @@ fn measure(tool: Tool, tracer: &Path, dir: &Path, secs: f64) -> Result<Sample> {
     let bpf_ns: u64 = progs.values().map(|p| p.ns).sum();
     Ok(Sample {
         tool,
+        round: None,
         rate: storm.rate(),
         sockets: 2 * (storm.connections + 1),
         reported,
@@ -121,7 +124,10 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
         let order: Vec<Tool> = compared.iter().chain(compared.iter().rev()).copied().collect();
         for tool in order {
             eprintln!("bench: round {} of {}, {}", round + 1, opts.rounds, tool.label());
-            samples.push(measure(tool, tracer, &dir, opts.storm_secs)?);
+            samples.push(Sample {
+                round: Some(round),
+                ..measure(tool, tracer, &dir, opts.storm_secs)?
+            });
         }
     }
     for tool in [Tool::TracerEvents, Tool::TracerDiagram] {

@@ -45,6 +45,9 @@ struct Row {
     tool: Tool,
     rate: f64,
     ratio: f64,
+    /// The lowest and highest of its ratios round by round, each against
+    /// the same round's untraced storms: how far one round can be off.
+    spread: Option<(f64, f64)>,
     user_us: f64,
     bpf_us: f64,
     reported: u64,
@@ -66,6 +69,25 @@ fn sum_progs<'a>(samples: impl Iterator<Item = &'a Sample>) -> std::collections:
         }
     }
     all
+}
+
+/// Each ABBA round's median rate of `tool` over the round's untraced
+/// median: the (lowest, highest) of those ratios.
+fn spread(samples: &[Sample], tool: Tool) -> Option<(f64, f64)> {
+    let rounds = samples.iter().filter_map(|s| s.round).max()?;
+    let rate = |t: Tool, r: usize| {
+        let rates: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.tool == t && s.round == Some(r))
+            .map(|s| s.rate)
+            .collect();
+        (!rates.is_empty()).then(|| median(rates))
+    };
+    let ratios: Vec<f64> = (0..=rounds)
+        .filter_map(|r| Some(rate(tool, r)? / rate(Tool::Untraced, r)?))
+        .collect();
+    let lowest = ratios.iter().copied().reduce(f64::min)?;
+    Some((lowest, ratios.iter().copied().fold(lowest, f64::max)))
 }
 
 impl Report {
@@ -91,6 +113,7 @@ impl Report {
                     tool: t,
                     rate,
                     ratio: rate / untraced,
+                    spread: spread(samples, t),
                     user_us: median(of(t).map(|s| s.user_us).collect()),
                     bpf_us: median(of(t).map(|s| s.bpf_us).collect()),
                     reported: of(t).map(|s| s.reported).sum(),
@@ -129,6 +152,13 @@ impl Report {
             .map_or(0.0, |p| p.ns_per_run())
     }
 
+    /// " (rounds LO-HI)": how far a round's ratio strayed from the median.
+    fn by_round(&self, t: Tool) -> String {
+        self.row(t)
+            .and_then(|r| r.spread)
+            .map_or(String::new(), |(lo, hi)| format!(" (rounds {lo:.2}-{hi:.2})"))
+    }
+
     /// An empty program's ns per run on the hook `name` stands for.
     fn floor_ns(&self, name: &str) -> f64 {
         self.floor.get(name).map_or(f64::NAN, ProgRun::ns_per_run)
@@ -143,14 +173,18 @@ impl Report {
         t.push((
             "storm rate, tracer on that port / untraced".into(),
             ">= 0.95".into(),
-            format!("{:.3}", ratio(Tool::Tracer)),
+            format!("{:.3}{}", ratio(Tool::Tracer), self.by_round(Tool::Tracer)),
             ratio(Tool::Tracer) >= 0.95,
         ));
         let other = ratio(Tool::TracerOtherPort);
         t.push((
             "storm rate, tracer on another port / untraced".into(),
             ">= 0.99".into(),
-            format!("{other:.3} (empty programs {:.3})", ratio(Tool::Floor)),
+            format!(
+                "{other:.3}{} (empty programs {:.3})",
+                self.by_round(Tool::TracerOtherPort),
+                ratio(Tool::Floor)
+            ),
             other >= 0.99,
         ));
         let d = cpu(Tool::Tracer);
@@ -271,16 +305,17 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<22} {:>10} {:>7} {:>9} {:>9} {:>9} {:>17} {:>6}",
-            "tool", "conn/s", "ratio", "user us", "bpf us", "cpu us", "reported/made", "drops"
+            "{:<22} {:>10} {:>7} {:>13} {:>9} {:>9} {:>9} {:>17} {:>6}",
+            "tool", "conn/s", "ratio", "by round", "user us", "bpf us", "cpu us", "reported/made", "drops"
         );
         for r in &self.rows {
             let _ = writeln!(
                 o,
-                "{:<22} {:>10.0} {:>7.3} {:>9.2} {:>9.2} {:>9.2} {:>17} {:>6}",
+                "{:<22} {:>10.0} {:>7.3} {:>13} {:>9.2} {:>9.2} {:>9.2} {:>17} {:>6}",
                 r.tool.label(),
                 r.rate,
                 r.ratio,
+                r.spread.map_or("-".into(), |(lo, hi)| format!("{lo:.3}-{hi:.3}")),
                 r.user_us,
                 r.bpf_us,
                 r.cpu_us(),
@@ -362,6 +397,7 @@ impl Report {
             .iter()
             .map(|r| {
                 json!({"tool": r.tool.label(), "conn_per_s": json_number(r.rate), "ratio": json_number(r.ratio),
+                       "ratio_by_round": r.spread.map(|(lo, hi)| json!([json_number(lo), json_number(hi)])),
                        "user_us_per_conn": json_number(r.user_us), "bpf_us_per_conn": json_number(r.bpf_us),
                        "cpu_us_per_conn": json_number(r.cpu_us()), "reported": r.reported, "sockets": r.sockets,
                        "dropped": r.dropped})
@@ -399,5 +435,42 @@ impl Report {
                         "floor_tc": {"ns": self.bulk.floor_tc.ns, "runs": self.bulk.floor_tc.runs}},
                "memory": {"connections": self.memory.connections, "rss_bytes": self.memory.rss_bytes, "map_bytes": self.memory.map_bytes},
                "targets": targets})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tool: Tool, round: Option<usize>, rate: f64) -> Sample {
+        Sample {
+            tool,
+            round,
+            rate,
+            sockets: 0,
+            reported: 0,
+            dropped: 0,
+            user_us: 0.0,
+            bpf_us: 0.0,
+            progs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn each_round_is_read_against_its_own_untraced_storms() {
+        let samples = [
+            sample(Tool::Untraced, Some(0), 100.0),
+            sample(Tool::Tracer, Some(0), 90.0),
+            sample(Tool::Tracer, Some(0), 80.0),
+            sample(Tool::Untraced, Some(0), 100.0),
+            sample(Tool::Untraced, Some(1), 50.0),
+            sample(Tool::Tracer, Some(1), 50.0),
+            // A detail-mode storm belongs to no round.
+            sample(Tool::Tracer, None, 1.0),
+        ];
+        // Round 0: the median of 80 and 90 (the upper one) over 100; round 1: 50 over 50.
+        assert_eq!(spread(&samples, Tool::Tracer), Some((0.9, 1.0)));
+        assert_eq!(spread(&samples, Tool::Tcplife), None);
+        assert_eq!(spread(&samples[6..], Tool::Tracer), None);
     }
 }
