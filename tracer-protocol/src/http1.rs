@@ -485,7 +485,9 @@ impl Offer {
         match &self.websocket {
             Some(expected) if fields.websocket => Some(Upgrade::WebSocket {
                 key_ok: fields.accept.is_some_and(|a| a.trim_ascii() == expected),
-                subprotocol: fields.protocol.map(|p| lossy(p.trim_ascii(), MAX_SUBPROTOCOL)),
+                subprotocol: fields
+                    .protocol
+                    .map(|p| crate::shared_prefix(p.trim_ascii(), MAX_SUBPROTOCOL)),
             }),
             _ => (self.h2c && fields.h2c).then_some(Upgrade::H2c),
         }
@@ -578,10 +580,6 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 fn bounded(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
-}
-
-fn lossy(bytes: &[u8], max: usize) -> std::sync::Arc<str> {
-    crate::shared(&String::from_utf8_lossy(&bytes[..bytes.len().min(max)]))
 }
 
 fn all(data: &[u8]) -> Feed {

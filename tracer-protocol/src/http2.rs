@@ -522,7 +522,7 @@ impl Fields {
     fn add(&mut self, name: &[u8], value: &[u8]) {
         match name {
             b":method" => self.method = Some(crate::method(&bounded(value))),
-            b":path" => self.path = Some(crate::shared(&bounded(value))),
+            b":path" => self.path = Some(crate::shared_prefix(value, MAX_VALUE)),
             b":status" => self.status = status(value),
             _ => {}
         }

@@ -60,6 +60,11 @@ pub(crate) fn shared(s: &str) -> Arc<str> {
     })
 }
 
+/// At most `max` bytes of `bytes` as text (invalid UTF-8 replaced), shared.
+pub(crate) fn shared_prefix(bytes: &[u8], max: usize) -> Arc<str> {
+    shared(&String::from_utf8_lossy(&bytes[..bytes.len().min(max)]))
+}
+
 /// Who sent the bytes: the endpoint that opened the connection, or the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {

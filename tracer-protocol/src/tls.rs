@@ -6,7 +6,7 @@ mod hello;
 
 use std::{cell::RefCell, sync::Arc};
 
-use super::{Feed, Side, shared, spare, spare::Lists};
+use super::{Feed, Side, shared_prefix, spare, spare::Lists};
 
 thread_local! {
     /// ALPN lists of finished parsers and printed records.
@@ -165,11 +165,11 @@ impl Tls {
             return;
         };
         self.proven = true;
-        self.sni = hello.server_name.map(bounded);
+        self.sni = hello.server_name.map(name);
         self.alpn.clear();
         for protocol in hello.protocols.into_iter().flatten().take(MAX_PROTOCOLS) {
             spare::room_for_one(&PROTOCOLS, &mut self.alpn);
-            self.alpn.push(bounded(protocol));
+            self.alpn.push(name(protocol));
         }
     }
 
@@ -181,7 +181,7 @@ impl Tls {
             Some(TLS13) => Some("1.3"),
             _ => version_name(hello.version),
         };
-        self.alpn_selected = hello.protocol.map(bounded);
+        self.alpn_selected = hello.protocol.map(name);
     }
 
     /// A client that sends no ClientHello is not speaking TLS at all: neither side is worth reading.
@@ -249,8 +249,8 @@ fn version_name(version: u16) -> Option<&'static str> {
 }
 
 /// Names repeat from connection to connection: each is shared, not copied.
-fn bounded(value: &[u8]) -> Arc<str> {
-    shared(&String::from_utf8_lossy(&value[..value.len().min(MAX_NAME)]))
+fn name(value: &[u8]) -> Arc<str> {
+    shared_prefix(value, MAX_NAME)
 }
 
 #[cfg(test)]

@@ -425,9 +425,10 @@ impl Correlator {
             self.finish(life, stats.as_ref(), false, now_ns, out);
         }
         // Flows no socket claimed (other processes' under --pid, scans): pruned
-        // at most once a second, and beyond the cap even when young.
+        // at most once a second, and beyond the cap even when young. A second
+        // either way: a recording replayed again (the bench) goes back in time.
         let over = self.flows.len() > 4 * self.limits.max_sockets;
-        if over || now_ns.saturating_sub(self.pruned_ns) > PRUNE_EVERY_NS {
+        if over || now_ns.abs_diff(self.pruned_ns) > PRUNE_EVERY_NS {
             self.pruned_ns = now_ns;
             let before = self.flows.len();
             let (controls, gaps, spares) = (&mut self.controls, &mut self.payload_gaps, &mut self.spares);
@@ -458,10 +459,6 @@ impl Correlator {
             let stats = life.key().as_ref().and_then(&read);
             self.finish(life, stats.as_ref(), true, now_ns, out);
         }
-        // The prune clock starts again, as a new correlator's would: the
-        // bench replays a recording through one correlator, going back in
-        // time, and must prune every replay as it pruned the first.
-        self.pruned_ns = 0;
     }
 
     /// `stats`: the flow's counters at the close, or as read at exit for a

@@ -4,7 +4,10 @@
 //! the kernel's dispatch and bpf_stats' own accounting cost before any of
 //! tracer's logic, and the storm's rate beside them what merely having
 //! something attached there costs the storm.
-use std::{ffi::CString, os::fd::FromRawFd, os::fd::OwnedFd};
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -74,7 +77,6 @@ fn load(prog_type: u32, ret: i32, name: &str) -> Result<OwnedFd> {
 }
 
 fn link_tcx(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
     let mut attr = [0u8; ATTR_LEN];
     put(&mut attr, 0, &(prog.as_raw_fd() as u32).to_ne_bytes());
     put(&mut attr, 4, &ifindex.to_ne_bytes());
@@ -83,7 +85,6 @@ fn link_tcx(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd> {
 }
 
 fn raw_tracepoint(prog: &OwnedFd, name: &str) -> Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
     let name = CString::new(name).context("tracepoint name")?;
     let mut attr = [0u8; ATTR_LEN];
     put(&mut attr, 0, &(name.as_ptr() as u64).to_ne_bytes());
@@ -91,6 +92,6 @@ fn raw_tracepoint(prog: &OwnedFd, name: &str) -> Result<OwnedFd> {
     bpf(
         BPF_RAW_TRACEPOINT_OPEN,
         &mut attr,
-        "attach an empty program to inet_sock_set_state",
+        "attach an empty program to a tracepoint",
     )
 }

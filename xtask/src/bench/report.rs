@@ -159,6 +159,11 @@ impl Report {
             .map_or(String::new(), |(lo, hi)| format!(" (rounds {lo:.2}-{hi:.2})"))
     }
 
+    /// An empty program's runs in the storms (none when it never ran).
+    fn floor_run(&self, name: &str) -> ProgRun {
+        self.floor.get(name).copied().unwrap_or_default()
+    }
+
     /// An empty program's ns per run on the hook `name` stands for.
     fn floor_ns(&self, name: &str) -> f64 {
         self.floor.get(name).map_or(f64::NAN, ProgRun::ns_per_run)
@@ -342,7 +347,7 @@ impl Report {
             "\nempty programs on the same hooks (the floor: the kernel's dispatch and bpf_stats' accounting)"
         );
         for name in [FLOOR_TC, FLOOR_STATE] {
-            let p = self.floor.get(name).copied().unwrap_or_default();
+            let p = self.floor_run(name);
             let _ = writeln!(o, "{name:<18} {:>8.0} ns {:>10}", p.ns_per_run(), p.runs);
         }
         if !self.pipeline.is_empty() {
@@ -411,7 +416,7 @@ impl Report {
         let floor: Vec<Value> = [FLOOR_TC, FLOOR_STATE]
             .iter()
             .map(|&n| {
-                let p = self.floor.get(n).copied().unwrap_or_default();
+                let p = self.floor_run(n);
                 json!({"program": n, "ns": p.ns, "runs": p.runs})
             })
             .collect();
