@@ -229,6 +229,10 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
     // 280-byte event off the 512-byte BPF stack.
     unsafe {
+        // Stamped before the flow is marked closed: the classifier ships a
+        // segment as late only once it sees the mark, and stamps it after,
+        // so every late segment is stamped after its close. One counted
+        // between the mark and the copy is in these totals and late too.
         write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;
         let found = key.is_some_and(|k| flow::mark_and_copy(k, marks, &raw mut (*p).stats));
@@ -236,9 +240,6 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
             (*p).stats = FlowStats::default();
         }
         (*p).has_stats = u32::from(found);
-        // Stamped after the copy: a segment stamped later (segments are
-        // stamped before they are counted) is not in these totals.
-        (*p).state.header.ts_ns = bpf_ktime_get_ns();
         (*p)._pad = 0;
     }
     entry.submit(maps::submit_flags());

@@ -41,8 +41,16 @@ struct Segment {
     win: u16,
     payload_off: usize,
     payload_len: u32,
-    /// When it was seen: stamped before it is counted (see the close event).
-    ts_ns: u64,
+}
+
+/// When a segment was seen, read only for the few a flow's record or the
+/// ring buffer keeps: most segments are only counted, and the clock is a
+/// tenth of the classifier's run. A shipped segment is stamped after it was
+/// counted, which the close event's timing relies on.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 const ETH_HLEN: usize = 14;
@@ -151,8 +159,6 @@ fn parse(ctx: &TcContext, at: &Located, sport: u16, dport: u16) -> Option<Segmen
         win: u16::from_be_bytes([h[14], h[15]]),
         payload_off: at.l4 + doff,
         payload_len: at.seg_len - doff as u32,
-        // SAFETY: no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
     })
 }
 
@@ -296,7 +302,7 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
     };
     flow::count(stats, from, seg.flags, seg.payload_len);
     if seg.flags & tcp_flag::SYN != 0 {
-        flow::note_syn(stats, from, seg.flags, seg.seq, seg.ts_ns);
+        flow::note_syn(stats, from, seg.flags, seg.seq, now());
     }
     ship(ctx, hook, &seg, &key, from, stats);
     Some(())
@@ -469,7 +475,7 @@ fn segment_event(
         header: EventHeader {
             kind: k,
             flags: 0,
-            ts_ns: seg.ts_ns,
+            ts_ns: now(),
         },
         key: *key,
         seq: seg.seq,
