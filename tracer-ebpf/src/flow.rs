@@ -6,7 +6,7 @@
 //! cheaper in the classifier (the hash lookup costs the same), and they made
 //! every close sum a share per CPU and every payload head blind to the other
 //! CPU's handshake.
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::LruHashMap};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
 use tracer_common::{FlowKey, FlowStats, syn_seen, tcp_flag};
 
 /// Flows by direction-neutral key; userspace sets the size before load.
@@ -81,14 +81,15 @@ pub fn count(stats: *mut FlowStats, from: usize, flags: u8, len: u32) {
 /// seen and whether it opened the connection. Userspace learns the handshake
 /// from these, so SYNs need not cross the ring buffer.
 #[inline(always)]
-pub fn note_syn(stats: *mut FlowStats, from: usize, flags: u8, seq: u32, ts_ns: u64) {
+pub fn note_syn(stats: *mut FlowStats, from: usize, flags: u8, seq: u32) {
     // SAFETY: checked for null by the caller; `from` is 0 or 1.
     let d = unsafe { &mut (*stats).dir[from & 1] };
     if d.has_isn != syn_seen::NO {
         return;
     }
     d.isn = seq;
-    d.syn_ts = ts_ns;
+    // SAFETY: no preconditions.
+    d.syn_ts = unsafe { bpf_ktime_get_ns() };
     d.has_isn = if flags & tcp_flag::ACK == 0 {
         syn_seen::OPENER
     } else {

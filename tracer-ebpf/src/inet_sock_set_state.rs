@@ -229,10 +229,12 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
     // SAFETY: `p` is a reserved CloseEvent, written in place to keep the
     // 280-byte event off the 512-byte BPF stack.
     unsafe {
-        // Stamped before the flow is marked closed: the classifier ships a
-        // segment as late only once it sees the mark, and stamps it after,
-        // so every late segment is stamped after its close. One counted
-        // between the mark and the copy is in these totals and late too.
+        // Stamped before the flow is marked closed: the classifier calls a
+        // segment late only once it sees the mark, after counting it, and
+        // stamps it after that, so every segment counted after the copy is
+        // late and stamped after the close. Userspace adds only those: one
+        // counted just before the copy and late too (its count and its read
+        // of the mark straddle the mark and the copy) is the one it adds twice.
         write_state(&raw mut (*p).state, t, kind::CLOSE);
         let marks = flow_mark::TRACED | flow_mark::CLOSED;
         let found = key.is_some_and(|k| flow::mark_and_copy(k, marks, &raw mut (*p).stats));

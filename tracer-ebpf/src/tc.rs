@@ -43,16 +43,6 @@ struct Segment {
     payload_len: u32,
 }
 
-/// When a segment was seen, read only for the few a flow's record or the
-/// ring buffer keeps: most segments are only counted, and the clock is a
-/// tenth of the classifier's run. A shipped segment is stamped after it was
-/// counted, which the close event's timing relies on.
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
-
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -302,7 +292,7 @@ fn on_segment(ctx: &TcContext, hook: u8) -> Option<()> {
     };
     flow::count(stats, from, seg.flags, seg.payload_len);
     if seg.flags & tcp_flag::SYN != 0 {
-        flow::note_syn(stats, from, seg.flags, seg.seq, now());
+        flow::note_syn(stats, from, seg.flags, seg.seq);
     }
     ship(ctx, hook, &seg, &key, from, stats);
     Some(())
@@ -475,7 +465,11 @@ fn segment_event(
         header: EventHeader {
             kind: k,
             flags: 0,
-            ts_ns: now(),
+            // Read only for a segment that is shipped (and a SYN, for its
+            // flow's record): most are only counted, and the clock is a tenth
+            // of a run. Read after the count, which the close's timing needs.
+            // SAFETY: no preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
         },
         key: *key,
         seq: seg.seq,

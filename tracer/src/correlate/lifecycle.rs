@@ -110,8 +110,11 @@ impl Lifecycle {
     }
 
     /// The record of this socket. `stats` are the flow's counters (from the
-    /// close event, or read at exit); segments after `view.late_after` count
-    /// on top of them.
+    /// close event, or read at exit); late segments stamped after
+    /// `view.late_after` count on top of them. Only late ones: the classifier
+    /// stamps a segment after counting it, so one it counted before the
+    /// close's copy (and, not yet seeing the close's mark, did not call
+    /// late) can still be stamped after the close.
     pub fn connection(&self, role: Role, view: View<'_>) -> Connection {
         let (_, local) = self.last.flow();
         let pick = |s: &FlowStats, i: usize| Traffic::from_kernel(&s.dir[i]);
@@ -120,7 +123,7 @@ impl Lifecycle {
             .map_or_else(Default::default, |s| (pick(s, local), pick(s, 1 - local)));
         // Ring order is not time order across CPUs: filter, do not bisect.
         let own = |s: &Segment| view.until.is_none_or(|u| s.ts_ns < u);
-        let late = |s: &&Segment| view.late_after.is_some_and(|t| s.ts_ns > t) && own(s);
+        let late = |s: &&Segment| s.late && view.late_after.is_some_and(|t| s.ts_ns > t) && own(s);
         for seg in view.segments.iter().filter(late) {
             if seg.from == local { tx.add(seg) } else { rx.add(seg) }
         }

@@ -792,6 +792,43 @@ mod tests {
         assert_eq!(record(2).close, crate::connection::CloseKind::Refused);
     }
 
+    /// After a close, only segments the classifier called late count on top
+    /// of the close's copy: a reset it counted before the copy, stamped after
+    /// the close (it stamps after counting), is already in the copy.
+    #[test]
+    fn only_late_segments_count_on_top_of_a_close() {
+        let mut c = correlator();
+        let mut out = Vec::new();
+        let (key, local) = change("127.0.0.1", "127.0.0.1", CLOSE, SYN_SENT).flow();
+        let at = |ts_ns, old, new| StateChange {
+            sock: 1,
+            ts_ns,
+            ..change("127.0.0.1", "127.0.0.1", old, new)
+        };
+        for (old, new, ts) in [(CLOSE, SYN_SENT, 100), (SYN_SENT, ESTABLISHED, 110)] {
+            c.on_event(&Event::State(at(ts, old, new)), ts, &mut out);
+        }
+        let mut stats = FlowStats::default();
+        stats.dir[1 - local].packets = 4;
+        stats.dir[1 - local].flags[2] = 1;
+        let close = Close {
+            state: at(200, ESTABLISHED, CLOSE),
+            stats: Some(stats),
+        };
+        c.on_event(&Event::Close(close), 200, &mut out);
+        let counted = segment(key, 210, 1 - local, tcp_flag::RST);
+        c.on_event(&Event::Segment(counted, None), 210, &mut out);
+        let late = Segment {
+            late: true,
+            ..segment(key, 220, 1 - local, tcp_flag::ACK)
+        };
+        c.on_event(&Event::Segment(late, None), 220, &mut out);
+        c.tick(10_000, &mut out);
+        let r = out.iter().find(|r| r.sock == 1).expect("the socket's record");
+        assert_eq!(r.rx.packets, 5);
+        assert_eq!((r.rx.with(tcp_flag::RST), r.rx.with(tcp_flag::ACK)), (1, 1));
+    }
+
     /// One client connection, `sock`, from `t`: its states, then `request`
     /// and `response` as one payload head each, then its close after the
     /// grace period. Returns its record.
