@@ -7,8 +7,12 @@ use std::{
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::{capture::Capture, *};
@@ -937,4 +941,78 @@ fn a_dual_stack_socket_counts_as_the_family_of_its_traffic() {
     assert_eq!(s["raddr"], "::ffff:127.0.0.1", "{s}");
     assert_eq!(s["bytes"]["rx"], REQ, "{s}");
     assert_eq!(s["bytes"]["tx"], RESP, "{s}");
+}
+
+const SCHED_OTHER: &str = "0";
+const SCHED_IDLE: &str = "5";
+
+/// The scheduling policy of a process's main thread (/proc/PID/stat, field 41).
+fn policy(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields = &stat[stat.rfind(')').unwrap() + 2..];
+    fields.split_whitespace().nth(41 - 3).unwrap().to_string()
+}
+
+/// The daemon drains at SCHED_IDLE, below the traced service's threads. With
+/// every CPU kept busy at the normal policy it falls behind, and its watchdog
+/// moves it back to the normal policy until it keeps up: more connections
+/// than the ring buffer holds at once are all reported, none dropped, and once
+/// the CPUs are free it returns to SCHED_IDLE.
+#[test]
+fn the_daemon_yields_the_cpu_yet_keeps_up_on_a_saturated_host() {
+    // About 1.7 KB of ring buffer each: 6.8 MB against the default 4 MiB.
+    const CONNECTIONS: usize = 4000;
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let pid = tracer.pid();
+    assert_eq!(policy(pid), SCHED_IDLE);
+    let busy = Arc::new(AtomicBool::new(true));
+    let cpus = thread::available_parallelism().unwrap().get();
+    let hogs: Vec<_> = (0..cpus)
+        .map(|_| {
+            let busy = busy.clone();
+            thread::spawn(move || {
+                while busy.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let watching = busy.clone();
+    let watcher = thread::spawn(move || {
+        let mut seen = Vec::new();
+        while watching.load(Ordering::Relaxed) {
+            seen.push(policy(pid));
+            thread::sleep(Duration::from_millis(5));
+        }
+        seen
+    });
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    let server = thread::spawn(move || {
+        for _ in 0..CONNECTIONS {
+            let (mut s, _) = listener.accept().unwrap();
+            s.read_exact(&mut [0u8; REQUEST.len()]).unwrap();
+            s.write_all(RESPONSE).unwrap();
+        }
+    });
+    for _ in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(REQUEST).unwrap();
+        s.read_to_end(&mut Vec::new()).unwrap();
+    }
+    server.join().unwrap();
+    busy.store(false, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    let seen = watcher.join().unwrap();
+    let calm = Instant::now();
+    while policy(pid) != SCHED_IDLE {
+        assert!(calm.elapsed() < Duration::from_secs(5), "did not return to SCHED_IDLE");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let records = tracer.stop();
+    let sum = summary(&records);
+    assert_eq!(sum["dropped"], 0, "{sum}");
+    assert_eq!(sum["connections"], 2 * CONNECTIONS, "{sum}");
+    assert_eq!(of_type(&records, "connection").len(), 2 * CONNECTIONS);
+    assert!(seen.iter().any(|p| p == SCHED_OTHER), "never left SCHED_IDLE: {seen:?}");
 }

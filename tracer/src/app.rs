@@ -19,7 +19,9 @@ use crate::{
     iface::{self, Iface},
     loader::{self, Loaded, Programs, Settings},
     output::{Format, Layout, Output, Summary},
-    preflight, procfs,
+    preflight,
+    priority::Yielding,
+    procfs,
     reader::Reader,
 };
 
@@ -61,6 +63,8 @@ pub struct Session<W: Write> {
     summary: Summary,
     /// Raw records, length-prefixed, for `--record`.
     record: Option<BufWriter<std::fs::File>>,
+    /// The drain loop's thread at `SCHED_IDLE`, when it yields the CPU.
+    yielding: Option<Yielding>,
 }
 
 pub fn stdout() -> BufWriter<Stdout> {
@@ -91,6 +95,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     };
     let show = Show::from_args(&args.output);
     let mut session = Session::start(&settings, &args.output, show, stdout())?;
+    session.yield_cpu();
     eprintln!("tracer: tracing TCP connections{}; Ctrl-C to stop", describe(&args));
     session.output.header()?;
     session.output.flush()?;
@@ -202,7 +207,14 @@ impl<W: Write> Session<W> {
                 )),
                 None => None,
             },
+            yielding: None,
         })
+    }
+
+    /// From now on the drain loop runs below the traced service's threads
+    /// (see `priority`), on this thread.
+    pub fn yield_cpu(&mut self) {
+        self.yielding = Yielding::start();
     }
 
     /// Drain, wait out the grace period of sockets that just closed, drain
@@ -225,7 +237,12 @@ impl<W: Write> Session<W> {
                 _ = self.reader.ready() => self.drain()?,
                 _ = &mut stop => break,
             }
+            if let Some(y) = &self.yielding {
+                y.beat();
+            }
         }
+        // The normal policy again, for the last drain and the summary.
+        self.yielding = None;
         self.drain()
     }
 

@@ -17,6 +17,7 @@ pub mod loader;
 pub mod misses;
 pub mod output;
 pub mod preflight;
+pub mod priority;
 pub mod procfs;
 pub mod reader;
 pub mod state;

@@ -40,6 +40,8 @@ pub struct Sample {
     /// Microseconds of the tool's process CPU, and of its BPF programs, per connection.
     pub user_us: f64,
     pub bpf_us: f64,
+    /// Microseconds the storm's threads waited for a CPU, per connection.
+    pub wait_us: f64,
     pub progs: HashMap<String, ProgRun>,
 }
 
@@ -83,6 +85,7 @@ fn measure(tool: Tool, tracer: &Path, dir: &Path, secs: f64) -> Result<Sample> {
         dropped,
         user_us: (cpu1 - cpu0) * 1e6 / conns,
         bpf_us: bpf_ns as f64 / 1e3 / conns,
+        wait_us: storm.wait_ns as f64 / 1e3 / conns,
         progs,
     })
 }

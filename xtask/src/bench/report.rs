@@ -50,6 +50,8 @@ struct Row {
     spread: Option<(f64, f64)>,
     user_us: f64,
     bpf_us: f64,
+    /// The storm's threads' wait for a CPU, per connection.
+    wait_us: f64,
     reported: u64,
     sockets: u64,
     dropped: u64,
@@ -116,6 +118,7 @@ impl Report {
                     spread: spread(samples, t),
                     user_us: median(of(t).map(|s| s.user_us).collect()),
                     bpf_us: median(of(t).map(|s| s.bpf_us).collect()),
+                    wait_us: median(of(t).map(|s| s.wait_us).collect()),
                     reported: of(t).map(|s| s.reported).sum(),
                     sockets: of(t).map(|s| s.sockets).sum(),
                     dropped: of(t).map(|s| s.dropped).sum(),
@@ -306,17 +309,18 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "connection storm (medians of ABBA rounds; CPU = process user+sys + BPF run time, per connection)"
+            "connection storm (medians of ABBA rounds; CPU = process user+sys + BPF run time, per connection;\n\
+             wait = the storm's threads' time ready on a run queue, per connection)"
         );
         let _ = writeln!(
             o,
-            "{:<22} {:>10} {:>7} {:>13} {:>9} {:>9} {:>9} {:>17} {:>6}",
-            "tool", "conn/s", "ratio", "by round", "user us", "bpf us", "cpu us", "reported/made", "drops"
+            "{:<22} {:>10} {:>7} {:>13} {:>9} {:>9} {:>9} {:>8} {:>17} {:>6}",
+            "tool", "conn/s", "ratio", "by round", "user us", "bpf us", "cpu us", "wait us", "reported/made", "drops"
         );
         for r in &self.rows {
             let _ = writeln!(
                 o,
-                "{:<22} {:>10.0} {:>7.3} {:>13} {:>9.2} {:>9.2} {:>9.2} {:>17} {:>6}",
+                "{:<22} {:>10.0} {:>7.3} {:>13} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>17} {:>6}",
                 r.tool.label(),
                 r.rate,
                 r.ratio,
@@ -324,6 +328,7 @@ impl Report {
                 r.user_us,
                 r.bpf_us,
                 r.cpu_us(),
+                r.wait_us,
                 format!("{}/{}", r.reported, r.sockets),
                 r.dropped
             );
@@ -404,7 +409,8 @@ impl Report {
                 json!({"tool": r.tool.label(), "conn_per_s": json_number(r.rate), "ratio": json_number(r.ratio),
                        "ratio_by_round": r.spread.map(|(lo, hi)| json!([json_number(lo), json_number(hi)])),
                        "user_us_per_conn": json_number(r.user_us), "bpf_us_per_conn": json_number(r.bpf_us),
-                       "cpu_us_per_conn": json_number(r.cpu_us()), "reported": r.reported, "sockets": r.sockets,
+                       "cpu_us_per_conn": json_number(r.cpu_us()), "storm_wait_us_per_conn": json_number(r.wait_us),
+                       "reported": r.reported, "sockets": r.sockets,
                        "dropped": r.dropped})
             })
             .collect();
@@ -457,6 +463,7 @@ mod tests {
             dropped: 0,
             user_us: 0.0,
             bpf_us: 0.0,
+            wait_us: 0.0,
             progs: Default::default(),
         }
     }

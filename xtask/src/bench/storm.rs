@@ -20,6 +20,9 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: cl
 pub struct Storm {
     pub connections: u64,
     pub secs: f64,
+    /// Nanoseconds its two threads waited on a run queue, ready but not
+    /// running: how much the tool in place made the storm wait for a CPU.
+    pub wait_ns: u64,
 }
 
 impl Storm {
@@ -47,7 +50,8 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).context("storm listener")?;
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = stop.clone();
-    let server = thread::spawn(move || -> std::io::Result<()> {
+    let server = thread::spawn(move || -> std::io::Result<u64> {
+        let waited = run_delay_ns();
         let mut buf = [0u8; 256];
         while !server_stop.load(Ordering::Relaxed) {
             let (mut s, _) = listener.accept()?;
@@ -61,9 +65,10 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
             }
             s.write_all(RESPONSE)?;
         }
-        Ok(())
+        Ok(run_delay_ns() - waited)
     });
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let waited = run_delay_ns();
     let start = Instant::now();
     let mut connections = 0;
     let mut buf = [0u8; 256];
@@ -74,9 +79,22 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
         connections += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    let client_wait = run_delay_ns() - waited;
     stop.store(true, Ordering::Relaxed);
     // Wake the server's accept so it sees the stop flag.
     drop(TcpStream::connect(to));
-    server.join().map_err(|_| anyhow::anyhow!("storm server panicked"))??;
-    Ok(Storm { connections, secs })
+    let server_wait = server.join().map_err(|_| anyhow::anyhow!("storm server panicked"))??;
+    Ok(Storm {
+        connections,
+        secs,
+        wait_ns: client_wait + server_wait,
+    })
+}
+
+/// The calling thread's time on a run queue so far (schedstat's second field).
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
