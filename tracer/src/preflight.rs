@@ -34,22 +34,13 @@ fn check_privileges() -> Result<(), PreflightError> {
     }
 }
 
-/// This process's effective capabilities, a bit per capability number.
-pub fn effective_caps() -> u64 {
-    cap_eff(&fs::read_to_string("/proc/self/status").unwrap_or_default())
-}
-
-fn cap_eff(status: &str) -> u64 {
-    status
+/// Capabilities the tracer needs that `CapEff` in /proc/self/status lacks.
+fn missing_caps(status: &str) -> Vec<&'static str> {
+    let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
-}
-
-/// Capabilities the tracer needs that `CapEff` in /proc/self/status lacks.
-fn missing_caps(status: &str) -> Vec<&'static str> {
-    let eff = cap_eff(status);
+        .unwrap_or(0);
     [
         (CAP_BPF, "CAP_BPF"),
         (CAP_PERFMON, "CAP_PERFMON"),

@@ -1,18 +1,19 @@
 //! The daemon's CPU priority: below the service it traces. Its thread runs at
 //! `SCHED_IDLE`, so a thread of the traced service that wakes takes the CPU at
-//! once instead of waiting on the run queue behind a drain of the ring buffer.
-//! (At the normal policy the scheduler lets a running drain finish its slice
-//! first: in a loopback storm the storm's threads then waited 12-13 us more per
-//! connection on the run queue, 3-5 us at `SCHED_IDLE`, as much as untraced.)
+//! once instead of waiting on the run queue until a drain of the ring buffer
+//! has used up its time slice. (In a loopback storm the storm's threads waited
+//! 15.5 us per connection on the run queue with the daemon at the normal
+//! policy, 5.2 with it at `SCHED_IDLE`, 4.9 untraced.)
 //!
 //! An idle-policy thread gets almost no CPU on a saturated host, and a starved
 //! daemon would fill the ring buffer until the kernel drops events. So a
 //! watchdog thread at the normal policy watches the drain loop's heartbeat:
-//! when it stops, the daemon is put back at the normal policy until it has
-//! kept up for a while. The watchdog can only do that with `CAP_SYS_NICE`
-//! (leaving `SCHED_IDLE` needs it); without it the daemon keeps the normal policy.
+//! when it stops, the daemon goes back to the normal policy until it has kept
+//! up for a while. Only a daemon that starts at the normal policy yields, and
+//! only where the watchdog proved it may move a thread back from `SCHED_IDLE`.
 use std::{
     io,
+    marker::PhantomData,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,47 +28,66 @@ const PERIOD: Duration = Duration::from_millis(25);
 /// A heartbeat older than this means the drain loop cannot get the CPU: it
 /// beats at least every reader tick (20 ms) when it can.
 const STALE: Duration = Duration::from_millis(60);
-/// How long the daemon stays at the normal policy after its last stale heartbeat.
+/// How long the daemon stays at the normal policy after its last stale
+/// heartbeat; doubled, up to `MAX_HOLD`, each time it starves again within
+/// as long after returning to `SCHED_IDLE`, so that a host that stays
+/// saturated does not starve it every second.
 const HOLD: Duration = Duration::from_secs(1);
+const MAX_HOLD: Duration = Duration::from_secs(64);
 
-const CAP_SYS_NICE: u32 = 23;
-
-/// The daemon's thread at `SCHED_IDLE`, watched; back at the normal policy when dropped.
+/// The calling thread at `SCHED_IDLE`, watched; back at the normal policy
+/// when dropped. It names that thread, so it must stay on it.
 pub struct Yielding {
     beat: Arc<Heartbeat>,
     stop: Option<mpsc::Sender<()>>,
     watchdog: Option<thread::JoinHandle<()>>,
-    tid: libc::pid_t,
+    _on_this_thread: PhantomData<*const ()>,
 }
 
 impl Yielding {
     /// Moves the calling thread to `SCHED_IDLE` under a watchdog. `None`, and
-    /// the normal policy kept, where the watchdog could not move it back.
+    /// the policy left as it is, where it is not the normal one or the
+    /// watchdog could not move the thread back.
     pub fn start() -> Option<Self> {
-        if crate::preflight::effective_caps() & (1 << CAP_SYS_NICE) == 0 {
-            log::debug!("no CAP_SYS_NICE: the daemon keeps the normal CPU policy");
+        // SAFETY: no preconditions.
+        if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+            log::debug!("not at the normal CPU policy: the daemon keeps its own");
             return None;
         }
         // SAFETY: no preconditions.
         let tid = unsafe { libc::gettid() };
         let beat = Arc::new(Heartbeat::new());
         let (stop, stopped) = mpsc::channel();
+        let (ready, probed) = mpsc::channel();
         // Spawned first: a thread inherits its creator's policy.
         let watched = Arc::clone(&beat);
         let watchdog = thread::Builder::new()
             .name("tracer-watchdog".into())
-            .spawn(move || watch(tid, &watched, &stopped))
+            .spawn(move || {
+                let can = can_leave_idle();
+                let _ = ready.send(can.as_ref().map_err(io::Error::kind).copied());
+                if can.is_ok() {
+                    watch(tid, &watched, &stopped);
+                }
+            })
             .map_err(|e| log::debug!("no watchdog thread ({e}): the daemon keeps the normal CPU policy"))
             .ok()?;
-        let mut y = Self {
+        let y = Self {
             beat,
             stop: Some(stop),
             watchdog: Some(watchdog),
-            tid,
+            _on_this_thread: PhantomData,
         };
+        match probed.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(kind)) => {
+                log::debug!("cannot leave SCHED_IDLE ({kind}): the daemon keeps the normal CPU policy");
+                return None;
+            }
+            Err(_) => return None,
+        }
         if let Err(e) = set_policy(tid, libc::SCHED_IDLE) {
             log::debug!("cannot move to SCHED_IDLE ({e}): the daemon keeps the normal CPU policy");
-            y.stop_watchdog();
             return None;
         }
         Some(y)
@@ -75,11 +95,15 @@ impl Yielding {
 
     /// The drain loop is alive.
     pub fn beat(&self) {
-        self.beat.now();
+        self.beat.record();
     }
+}
 
-    fn stop_watchdog(&mut self) {
-        // Disconnects the watchdog's channel: it returns at once.
+impl Drop for Yielding {
+    /// The watchdog, told to stop, moves the thread back to the normal policy
+    /// before it returns: a thread still at `SCHED_IDLE` could wait long for
+    /// the CPU to do it itself on a saturated host.
+    fn drop(&mut self) {
         self.stop.take();
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
@@ -87,14 +111,12 @@ impl Yielding {
     }
 }
 
-impl Drop for Yielding {
-    /// Back to the normal policy for the last drain and the summary.
-    fn drop(&mut self) {
-        self.stop_watchdog();
-        if let Err(e) = set_policy(self.tid, libc::SCHED_OTHER) {
-            log::debug!("cannot leave SCHED_IDLE: {e}");
-        }
-    }
+/// Whether this thread can go back from `SCHED_IDLE` to the normal policy
+/// (`CAP_SYS_NICE` in the initial user namespace, or RLIMIT_NICE): tried on
+/// the watchdog's own thread, which is no loss if it stays idle.
+fn can_leave_idle() -> io::Result<()> {
+    set_policy(0, libc::SCHED_IDLE)?;
+    set_policy(0, libc::SCHED_OTHER)
 }
 
 /// Milliseconds since a start, of the drain loop's last beat.
@@ -111,7 +133,7 @@ impl Heartbeat {
         }
     }
 
-    fn now(&self) {
+    fn record(&self) {
         self.last_ms.store(self.elapsed_ms(), Ordering::Relaxed);
     }
 
@@ -126,20 +148,27 @@ impl Heartbeat {
 
 fn watch(tid: libc::pid_t, beat: &Heartbeat, stop: &mpsc::Receiver<()>) {
     let mut policy = Policy::default();
-    loop {
-        match stop.recv_timeout(PERIOD) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PERIOD) {
+        match policy.step(beat.age(), beat.start.elapsed()) {
+            Step::Stay => {}
+            Step::Promote => {
+                move_to(tid, libc::SCHED_OTHER, "normal");
+                log::debug!("daemon thread starved: at the normal CPU policy for {:?}", policy.hold);
+            }
+            // Logged first: once idle, the drain thread may hold stderr's lock
+            // while it waits for the CPU, and the log would wait with it.
+            Step::Demote => {
+                log::debug!("daemon thread kept up: back to SCHED_IDLE");
+                move_to(tid, libc::SCHED_IDLE, "SCHED_IDLE");
+            }
         }
-        let (to, name) = match policy.step(beat.age(), beat.start.elapsed()) {
-            Step::Stay => continue,
-            Step::Promote => (libc::SCHED_OTHER, "normal"),
-            Step::Demote => (libc::SCHED_IDLE, "SCHED_IDLE"),
-        };
-        match set_policy(tid, to) {
-            Ok(()) => log::debug!("daemon thread moved to the {name} CPU policy"),
-            Err(e) => log::warn!("cannot move the daemon thread to the {name} CPU policy: {e}"),
-        }
+    }
+    move_to(tid, libc::SCHED_OTHER, "normal");
+}
+
+fn move_to(tid: libc::pid_t, to: libc::c_int, name: &str) {
+    if let Err(e) = set_policy(tid, to) {
+        log::warn!("cannot move the daemon thread to the {name} CPU policy: {e}");
     }
 }
 
@@ -151,10 +180,22 @@ enum Step {
 }
 
 /// When the daemon's thread leaves `SCHED_IDLE`, and when it returns.
-#[derive(Default)]
 struct Policy {
     /// While at the normal policy: when the heartbeat was last seen stale.
     promoted_at: Option<Duration>,
+    /// When it last returned to `SCHED_IDLE`.
+    demoted_at: Option<Duration>,
+    hold: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            promoted_at: None,
+            demoted_at: None,
+            hold: HOLD,
+        }
+    }
 }
 
 impl Policy {
@@ -163,6 +204,12 @@ impl Policy {
         let stale = age >= STALE;
         match self.promoted_at {
             None if stale => {
+                let again_soon = self.demoted_at.is_some_and(|d| now.saturating_sub(d) < self.hold);
+                self.hold = if again_soon {
+                    (self.hold * 2).min(MAX_HOLD)
+                } else {
+                    HOLD
+                };
                 self.promoted_at = Some(now);
                 Step::Promote
             }
@@ -171,8 +218,9 @@ impl Policy {
                 self.promoted_at = Some(now);
                 Step::Stay
             }
-            Some(at) if now.saturating_sub(at) >= HOLD => {
+            Some(at) if now.saturating_sub(at) >= self.hold => {
                 self.promoted_at = None;
+                self.demoted_at = Some(now);
                 Step::Demote
             }
             Some(_) => Step::Stay,
@@ -213,5 +261,21 @@ mod tests {
         assert_eq!(p.step(100 * MS, 900 * MS), Step::Stay);
         assert_eq!(p.step(5 * MS, HOLD), Step::Stay);
         assert_eq!(p.step(5 * MS, 900 * MS + HOLD), Step::Demote);
+    }
+
+    #[test]
+    fn starving_soon_after_each_return_doubles_the_hold_and_a_calm_spell_resets_it() {
+        let mut p = Policy::default();
+        let mut now = Duration::ZERO;
+        for hold in [1, 2, 4, 8, 16, 32, 64, 64].map(Duration::from_secs) {
+            assert_eq!(p.step(STALE, now), Step::Promote);
+            assert_eq!(p.hold, hold);
+            now += hold;
+            assert_eq!(p.step(5 * MS, now), Step::Demote);
+            now += 100 * MS;
+        }
+        now += MAX_HOLD;
+        assert_eq!(p.step(STALE, now), Step::Promote);
+        assert_eq!(p.hold, HOLD);
     }
 }

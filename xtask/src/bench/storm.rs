@@ -65,7 +65,7 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
             }
             s.write_all(RESPONSE)?;
         }
-        Ok(run_delay_ns() - waited)
+        Ok(run_delay_ns().saturating_sub(waited))
     });
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let waited = run_delay_ns();
@@ -79,7 +79,7 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
         connections += 1;
     }
     let secs = start.elapsed().as_secs_f64();
-    let client_wait = run_delay_ns() - waited;
+    let client_wait = run_delay_ns().saturating_sub(waited);
     stop.store(true, Ordering::Relaxed);
     // Wake the server's accept so it sees the stop flag.
     drop(TcpStream::connect(to));
