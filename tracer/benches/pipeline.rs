@@ -1,8 +1,9 @@
-//! The userspace pipeline on one core: a recorded, realistic event stream
+//! The userspace pipeline on one core: recorded, realistic event streams
 //! (`cargo xtask record`: storm connections, keep-alive exchanges, a bulk
 //! transfer, aborts and refused connects, WebSocket, HTTP/2 and TLS
-//! exchanges, every segment of each) replayed
-//! through decode, correlation and JSON output, stage by stage and end to end.
+//! exchanges) replayed through decode, correlation and JSON output, stage by
+//! stage and end to end: the default mode's stream, which is what the daemon
+//! sees unless asked for more, and the `--events` mode's, every segment.
 use std::{
     alloc::{GlobalAlloc, Layout as AllocLayout},
     hint::black_box,
@@ -67,7 +68,7 @@ static ALLOC: Counted = Counted;
 /// replay (its tables and spares grow), then replays through the same
 /// pipeline, as a daemon that has run a while sees the same traffic, until
 /// one allocates nothing, or no less than the one before: the steady state.
-fn allocations(records: &[Vec<u8>]) {
+fn allocations(records: &[Vec<u8>], group: &str) {
     let mut pipeline = Pipeline::new(Digest::default());
     let (first, made) = counted(|| pipeline.replay(records, true));
     let printed = std::mem::take(pipeline.output.get_mut());
@@ -86,8 +87,8 @@ fn allocations(records: &[Vec<u8>]) {
             break;
         }
     }
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion/pipeline");
-    std::fs::create_dir_all(dir).expect("cannot create criterion's output directory");
+    let dir = format!(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion/{}"), group);
+    std::fs::create_dir_all(&dir).expect("cannot create criterion's output directory");
     let json = format!(
         "{{\"allocations\":{steady},\"first\":{first},\"replays\":{replays},\"events\":{},\"connections\":{made}}}\n",
         records.len()
@@ -129,8 +130,12 @@ fn counted<T>(f: impl FnOnce() -> T) -> (u64, T) {
     (ALLOCATIONS.load(Ordering::Relaxed), out)
 }
 
-fn records() -> Vec<Vec<u8>> {
-    let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/stream.bin")).expect("stream.bin");
+/// The recorded streams: criterion's group for each, and its file.
+const STREAMS: [(&str, &str); 2] = [("pipeline", "stream.bin"), ("pipeline_events", "stream-events.bin")];
+
+fn records(file: &str) -> Vec<Vec<u8>> {
+    let path = format!(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/{}"), file);
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run `cargo xtask record`"));
     let mut out = Vec::new();
     let mut at = 0;
     while at + 4 <= raw.len() {
@@ -143,7 +148,7 @@ fn records() -> Vec<Vec<u8>> {
     let stale = out.iter().filter(|r| decode(r).is_err()).count();
     assert!(
         stale == 0,
-        "{stale} of {} recorded events do not decode: stream.bin is older than the event layouts; \
+        "{stale} of {} recorded events do not decode: {file} is older than the event layouts; \
          run `cargo xtask record`",
         out.len()
     );
@@ -219,13 +224,18 @@ impl<W: Write> Pipeline<W> {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let records = records();
-    allocations(&records);
-    let mut g = c.benchmark_group("pipeline");
+    for (group, file) in STREAMS {
+        replays(c, group, &records(file));
+    }
+}
+
+fn replays(c: &mut Criterion, group: &str, records: &[Vec<u8>]) {
+    allocations(records, group);
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("decode", |b| {
         b.iter(|| {
-            for r in &records {
+            for r in records {
                 let _ = black_box(decode(black_box(r)));
             }
         })
@@ -234,11 +244,11 @@ fn pipeline(c: &mut Criterion) {
     // hours: its tables and spares are warm after the first.
     g.bench_function("decode_correlate", |b| {
         let mut pipeline = Pipeline::new(std::io::sink());
-        b.iter(|| black_box(pipeline.replay(&records, false)))
+        b.iter(|| black_box(pipeline.replay(records, false)))
     });
     g.bench_function("end_to_end", |b| {
         let mut pipeline = Pipeline::new(std::io::sink());
-        b.iter(|| black_box(pipeline.replay(&records, true)))
+        b.iter(|| black_box(pipeline.replay(records, true)))
     });
     g.finish();
 }

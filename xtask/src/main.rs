@@ -38,7 +38,7 @@ enum Task {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
-    /// Record the event stream that `cargo bench` replays (tracer/benches/data/stream.bin).
+    /// Record the event streams that `cargo bench` replays (tracer/benches/data/stream.bin in the default mode, stream-events.bin with --events).
     Record,
     /// (used by bench) hold N connections to PORT open until stdin closes.
     #[command(hide = true)]
@@ -85,11 +85,9 @@ fn run(cli: Cli) -> Result<()> {
             build::all()?;
             build::peers()?;
             let root = build::workspace_root();
-            std::fs::create_dir_all(root.join("tracer/benches/data"))?;
-            bench::record::run(
-                &root.join("target/release/tracer"),
-                &root.join("tracer/benches/data/stream.bin"),
-            )
+            let data = root.join("tracer/benches/data");
+            std::fs::create_dir_all(&data)?;
+            bench::record::run(&root.join("target/release/tracer"), &data)
         }
         Task::Test { args } => {
             build::all()?;

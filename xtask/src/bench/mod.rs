@@ -145,17 +145,7 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
     let memory = hold_memory(tracer, &dir)?;
     eprintln!("bench: userspace pipeline (cargo bench)");
     let mut r = report::Report::new(&samples, bulk, memory);
-    let root = crate::build::workspace_root();
-    // A count left by an earlier run must not pass for this one's.
-    let _ = std::fs::remove_file(pipeline::allocations_path(&root));
-    r.pipeline = pipeline::run(&root)?;
-    r.allocations = match pipeline::allocations(&root) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            eprintln!("bench: no allocation count: {e:#}");
-            None
-        }
-    };
+    r.replays = pipeline::run(&crate::build::workspace_root())?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&r.json())?);
     } else {

@@ -1,6 +1,8 @@
-//! `cargo xtask record`: the realistic event stream that the userspace
-//! benchmark replays (`tracer/benches/data/stream.bin`), recorded from the
-//! real tracer in `--events` mode (every segment) while this traffic runs:
+//! `cargo xtask record`: the realistic event streams that the userspace
+//! benchmark replays, recorded from the real tracer while this traffic runs,
+//! once in the default mode (`tracer/benches/data/stream.bin`: what the
+//! daemon sees unless asked for more) and once with `--events` (every
+//! segment, `stream-events.bin`):
 //! short storm connections, keep-alive exchanges, a bulk transfer, aborts
 //! with RST and refused connects, WebSocket echoes, HTTP/2 streams and TLS
 //! handshakes, 1.3 and 1.2 (the `peers` crate's real servers and clients).
@@ -16,20 +18,22 @@ use std::{
 use anyhow::Result;
 
 use super::{
-    bulk, storm,
+    bulk,
+    pipeline::STREAMS,
+    storm,
     tools::{Running, Tool},
 };
 
-pub fn run(tracer: &Path, out: &Path) -> Result<()> {
+pub fn run(tracer: &Path, dir: &Path) -> Result<()> {
+    STREAMS
+        .iter()
+        .try_for_each(|stream| record(tracer, stream.tool, &dir.join(stream.file)))
+}
+
+fn record(tracer: &Path, tool: Tool, out: &Path) -> Result<()> {
     let ports: Vec<u16> = (0..9).map(|_| storm::free_port()).collect::<Result<_>>()?;
     let dir = std::env::temp_dir();
-    let running = Running::start_with(
-        Tool::TracerEvents,
-        tracer,
-        &ports,
-        &dir,
-        &["--record", &out.display().to_string()],
-    )?;
+    let running = Running::start_with(tool, tracer, &ports, &dir, &["--record", &out.display().to_string()])?;
     storm::run_count(ports[0], 200)?;
     keep_alive(ports[1], 30, 5)?;
     bulk::transfer(ports[2], 4 << 20)?;

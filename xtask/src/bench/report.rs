@@ -17,6 +17,21 @@ pub struct Pipeline {
     pub ns_per_event: f64,
 }
 
+/// One recorded stream's replays: its stages and its allocations.
+pub struct Replay {
+    /// The tracer mode the stream was recorded in.
+    pub mode: &'static str,
+    pub stages: Vec<Pipeline>,
+    pub allocations: Option<Allocations>,
+}
+
+impl Replay {
+    fn events_per_sec(&self) -> Option<f64> {
+        let p = self.stages.iter().find(|p| p.stage == "end_to_end")?;
+        Some(1e9 / p.ns_per_event)
+    }
+}
+
 /// Heap allocations (and reallocations) in end-to-end replays of the
 /// recorded stream, from the bench's counting allocator.
 pub struct Allocations {
@@ -37,8 +52,7 @@ pub struct Report {
     floor: std::collections::HashMap<String, ProgRun>,
     bulk: Bulk,
     memory: Memory,
-    pub pipeline: Vec<Pipeline>,
-    pub allocations: Option<Allocations>,
+    pub replays: Vec<Replay>,
 }
 
 struct Row {
@@ -138,8 +152,7 @@ impl Report {
             floor: sum_progs(of(Tool::Floor)),
             bulk,
             memory,
-            pipeline: Vec::new(),
-            allocations: None,
+            replays: Vec::new(),
         }
     }
 
@@ -259,28 +272,29 @@ impl Report {
             ),
             st <= 250.0 && su <= 80.0,
         ));
-        if let Some(p) = self.pipeline.iter().find(|p| p.stage == "end_to_end") {
-            let eps = 1e9 / p.ns_per_event;
-            t.push((
-                "userspace end to end, one core".into(),
-                ">= 1,000,000 events/s".into(),
-                format!("{eps:.0} events/s"),
-                eps >= 1e6,
-            ));
-        }
-        if let Some(a) = &self.allocations {
-            t.push((
-                "userspace allocations per event".into(),
-                "0 in steady state".into(),
-                format!(
-                    "{:.3} per event ({} in replay {}; the first {:.2} per event)",
-                    a.allocations as f64 / a.events.max(1) as f64,
-                    a.allocations,
-                    a.replays,
-                    a.first as f64 / a.events.max(1) as f64
-                ),
-                a.allocations == 0,
-            ));
+        for r in &self.replays {
+            if let Some(eps) = r.events_per_sec() {
+                t.push((
+                    format!("userspace end to end, one core ({})", r.mode),
+                    ">= 1,000,000 events/s".into(),
+                    format!("{eps:.0} events/s"),
+                    eps >= 1e6,
+                ));
+            }
+            if let Some(a) = &r.allocations {
+                t.push((
+                    format!("userspace allocations per event ({})", r.mode),
+                    "0 in steady state".into(),
+                    format!(
+                        "{:.3} per event ({} in replay {}; the first {:.2} per event)",
+                        a.allocations as f64 / a.events.max(1) as f64,
+                        a.allocations,
+                        a.replays,
+                        a.first as f64 / a.events.max(1) as f64
+                    ),
+                    a.allocations == 0,
+                ));
+            }
         }
         let mib = self.memory.rss_bytes as f64 / (1 << 20) as f64;
         t.push((
@@ -355,9 +369,13 @@ impl Report {
             let p = self.floor_run(name);
             let _ = writeln!(o, "{name:<18} {:>8.0} ns {:>10}", p.ns_per_run(), p.runs);
         }
-        if !self.pipeline.is_empty() {
-            let _ = writeln!(o, "\nuserspace pipeline (cargo bench, one core)");
-            for p in &self.pipeline {
+        for r in &self.replays {
+            let _ = writeln!(
+                o,
+                "\nuserspace pipeline, {} mode's stream (cargo bench, one core)",
+                r.mode
+            );
+            for p in &r.stages {
                 let _ = writeln!(
                     o,
                     "{:<18} {:>8.1} ns/event {:>12.0} events/s",
@@ -432,15 +450,22 @@ impl Report {
             .map(|(w, t, g, m)| json!({"what": w, "target": t, "measured": g, "met": m}))
             .collect();
         let pipeline: Vec<Value> = self
-            .pipeline
+            .replays
             .iter()
-            .map(|p| json!({"stage": p.stage, "ns_per_event": json_number(p.ns_per_event)}))
+            .map(|r| {
+                let stages: Vec<Value> = r
+                    .stages
+                    .iter()
+                    .map(|p| json!({"stage": p.stage, "ns_per_event": json_number(p.ns_per_event)}))
+                    .collect();
+                let allocations = r.allocations.as_ref().map(|a| {
+                    json!({"allocations": a.allocations, "first": a.first, "replays": a.replays,
+                           "events": a.events, "connections": a.connections})
+                });
+                json!({"mode": r.mode, "stages": stages, "allocations": allocations})
+            })
             .collect();
-        let allocations = self
-            .allocations
-            .as_ref()
-            .map(|a| json!({"allocations": a.allocations, "first": a.first, "replays": a.replays, "events": a.events, "connections": a.connections}));
-        json!({"storm": rows, "programs": progs, "floor": floor, "pipeline": pipeline, "allocations": allocations,
+        json!({"storm": rows, "programs": progs, "floor": floor, "pipeline": pipeline,
                "bulk": {"ratio": json_number(self.bulk.ratio), "floor_ratio": json_number(self.bulk.floor_ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes,
                         "tc": {"ns": self.bulk.tc.ns, "runs": self.bulk.tc.runs},
                         "floor_tc": {"ns": self.bulk.floor_tc.ns, "runs": self.bulk.floor_tc.runs}},
