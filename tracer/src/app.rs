@@ -238,7 +238,7 @@ impl<W: Write> Session<W> {
                 _ = &mut stop => break,
             }
             if let Some(y) = &self.yielding {
-                y.beat();
+                y.beat(self.reader.period());
             }
         }
         // The normal policy again, for the last drain and the summary.

@@ -23,11 +23,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How often the watchdog looks.
+/// How often the watchdog looks, at most.
 const PERIOD: Duration = Duration::from_millis(25);
-/// A heartbeat older than this means the drain loop cannot get the CPU: it
-/// beats at least every reader tick (20 ms) when it can.
-const STALE: Duration = Duration::from_millis(60);
+/// How late a heartbeat may be, after the reader's next tick, before the
+/// drain loop counts as unable to get the CPU: it beats after every tick
+/// when it can.
+const SLACK: Duration = Duration::from_millis(40);
 /// How long the daemon stays at the normal policy after its last stale
 /// heartbeat; doubled, up to `MAX_HOLD`, each time it starves again within
 /// as long after returning to `SCHED_IDLE`, so that a host that stays
@@ -93,9 +94,10 @@ impl Yielding {
         Some(y)
     }
 
-    /// The drain loop is alive.
-    pub fn beat(&self) {
-        self.beat.record();
+    /// The drain loop is alive, and will beat again after its next tick,
+    /// `next_tick` from now.
+    pub fn beat(&self, next_tick: Duration) {
+        self.beat.record(next_tick);
     }
 }
 
@@ -119,37 +121,38 @@ fn can_leave_idle() -> io::Result<()> {
     set_policy(0, libc::SCHED_OTHER)
 }
 
-/// Milliseconds since a start, of the drain loop's last beat.
+/// Milliseconds since a start, by which the drain loop's next beat is due.
 struct Heartbeat {
     start: Instant,
-    last_ms: AtomicU64,
+    due_ms: AtomicU64,
 }
 
 impl Heartbeat {
     fn new() -> Self {
         Self {
             start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            due_ms: AtomicU64::new((crate::reader::TICK + SLACK).as_millis() as u64),
         }
     }
 
-    fn record(&self) {
-        self.last_ms.store(self.elapsed_ms(), Ordering::Relaxed);
+    fn record(&self, next_tick: Duration) {
+        let due = self.start.elapsed() + next_tick + SLACK;
+        self.due_ms.store(due.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn age(&self) -> Duration {
-        Duration::from_millis(self.elapsed_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+    fn due(&self) -> Duration {
+        Duration::from_millis(self.due_ms.load(Ordering::Relaxed))
     }
 }
 
+/// Looks when the next beat is due, or after `PERIOD` if that is sooner
+/// (or past): an idle drain loop on a long tick keeps the watchdog idle too.
 fn watch(tid: libc::pid_t, beat: &Heartbeat, stop: &mpsc::Receiver<()>) {
     let mut policy = Policy::default();
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PERIOD) {
-        match policy.step(beat.age(), beat.start.elapsed()) {
+    let mut wait = PERIOD;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+        let (now, due) = (beat.start.elapsed(), beat.due());
+        match policy.step(now >= due, now) {
             Step::Stay => {}
             Step::Promote => {
                 move_to(tid, libc::SCHED_OTHER, "normal");
@@ -162,6 +165,7 @@ fn watch(tid: libc::pid_t, beat: &Heartbeat, stop: &mpsc::Receiver<()>) {
                 move_to(tid, libc::SCHED_IDLE, "SCHED_IDLE");
             }
         }
+        wait = due.saturating_sub(now).max(PERIOD);
     }
     move_to(tid, libc::SCHED_OTHER, "normal");
 }
@@ -199,9 +203,8 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// What to do when the heartbeat is `age` old at time `now`.
-    fn step(&mut self, age: Duration, now: Duration) -> Step {
-        let stale = age >= STALE;
+    /// What to do at time `now`, the heartbeat overdue (`stale`) or not.
+    fn step(&mut self, stale: bool, now: Duration) -> Step {
         match self.promoted_at {
             None if stale => {
                 let again_soon = self.demoted_at.is_some_and(|d| now.saturating_sub(d) < self.hold);
@@ -247,20 +250,33 @@ mod tests {
     #[test]
     fn a_stale_heartbeat_promotes_and_a_second_of_keeping_up_demotes() {
         let mut p = Policy::default();
-        assert_eq!(p.step(20 * MS, 100 * MS), Step::Stay);
-        assert_eq!(p.step(STALE, 200 * MS), Step::Promote);
-        assert_eq!(p.step(5 * MS, 700 * MS), Step::Stay);
-        assert_eq!(p.step(5 * MS, 200 * MS + HOLD), Step::Demote);
-        assert_eq!(p.step(5 * MS, 300 * MS + HOLD), Step::Stay);
+        assert_eq!(p.step(false, 100 * MS), Step::Stay);
+        assert_eq!(p.step(true, 200 * MS), Step::Promote);
+        assert_eq!(p.step(false, 700 * MS), Step::Stay);
+        assert_eq!(p.step(false, 200 * MS + HOLD), Step::Demote);
+        assert_eq!(p.step(false, 300 * MS + HOLD), Step::Stay);
     }
 
     #[test]
     fn starving_again_while_promoted_holds_the_normal_policy_longer() {
         let mut p = Policy::default();
-        assert_eq!(p.step(100 * MS, Duration::ZERO), Step::Promote);
-        assert_eq!(p.step(100 * MS, 900 * MS), Step::Stay);
-        assert_eq!(p.step(5 * MS, HOLD), Step::Stay);
-        assert_eq!(p.step(5 * MS, 900 * MS + HOLD), Step::Demote);
+        assert_eq!(p.step(true, Duration::ZERO), Step::Promote);
+        assert_eq!(p.step(true, 900 * MS), Step::Stay);
+        assert_eq!(p.step(false, HOLD), Step::Stay);
+        assert_eq!(p.step(false, 900 * MS + HOLD), Step::Demote);
+    }
+
+    #[test]
+    fn the_next_beat_is_due_a_slack_after_the_next_tick() {
+        let h = Heartbeat::new();
+        assert_eq!(h.due(), crate::reader::TICK + SLACK);
+        h.record(crate::reader::IDLE_TICK);
+        let due = h.due();
+        assert!(due >= crate::reader::IDLE_TICK + SLACK, "{due:?}");
+        assert!(
+            due < crate::reader::IDLE_TICK + SLACK + Duration::from_secs(1),
+            "{due:?}"
+        );
     }
 
     #[test]
@@ -268,14 +284,14 @@ mod tests {
         let mut p = Policy::default();
         let mut now = Duration::ZERO;
         for hold in [1, 2, 4, 8, 16, 32, 64, 64].map(Duration::from_secs) {
-            assert_eq!(p.step(STALE, now), Step::Promote);
+            assert_eq!(p.step(true, now), Step::Promote);
             assert_eq!(p.hold, hold);
             now += hold;
-            assert_eq!(p.step(5 * MS, now), Step::Demote);
+            assert_eq!(p.step(false, now), Step::Demote);
             now += 100 * MS;
         }
         now += MAX_HOLD;
-        assert_eq!(p.step(STALE, now), Step::Promote);
+        assert_eq!(p.step(true, now), Step::Promote);
         assert_eq!(p.hold, HOLD);
     }
 }
