@@ -4,6 +4,7 @@
 mod bulk;
 mod floor;
 pub mod hold;
+mod idle;
 mod pipeline;
 pub mod record;
 mod report;
@@ -143,8 +144,11 @@ pub fn run(opts: &Options, tracer: &Path) -> Result<()> {
     let bulk = bulk_runs(tracer, &dir, opts.rounds)?;
     eprintln!("bench: {} connections held open", hold::PER_PROCESS * HOLDERS);
     let memory = hold_memory(tracer, &dir)?;
+    eprintln!("bench: each tool idle");
+    let idle = idle::measure(tracer, &dir)?;
     eprintln!("bench: userspace pipeline (cargo bench)");
     let mut r = report::Report::new(&samples, bulk, memory);
+    r.idle = idle;
     r.replays = pipeline::run(&crate::build::workspace_root())?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&r.json())?);

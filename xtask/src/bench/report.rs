@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{
     Bulk, Memory, Sample,
     floor::{FLOOR_STATE, FLOOR_TC},
+    idle::Idle,
     json_number, median,
     stats::ProgRun,
     tools::Tool,
@@ -53,6 +54,7 @@ pub struct Report {
     bulk: Bulk,
     memory: Memory,
     pub replays: Vec<Replay>,
+    pub idle: Vec<Idle>,
 }
 
 struct Row {
@@ -153,6 +155,7 @@ impl Report {
             bulk,
             memory,
             replays: Vec::new(),
+            idle: Vec::new(),
         }
     }
 
@@ -369,6 +372,18 @@ impl Report {
             let p = self.floor_run(name);
             let _ = writeln!(o, "{name:<18} {:>8.0} ns {:>10}", p.ns_per_run(), p.runs);
         }
+        if !self.idle.is_empty() {
+            let _ = writeln!(o, "\nidle, no traffic on the traced port (all threads)");
+            for i in &self.idle {
+                let _ = writeln!(
+                    o,
+                    "{:<24} {:>8.2} ms CPU/s {:>8.1} wake-ups/s",
+                    i.tool.label(),
+                    i.cpu_ms_per_s,
+                    i.wakeups_per_s
+                );
+            }
+        }
         for r in &self.replays {
             let _ = writeln!(
                 o,
@@ -465,7 +480,12 @@ impl Report {
                 json!({"mode": r.mode, "stages": stages, "allocations": allocations})
             })
             .collect();
-        json!({"storm": rows, "programs": progs, "floor": floor, "pipeline": pipeline,
+        let idle: Vec<Value> = self
+            .idle
+            .iter()
+            .map(|i| json!({"tool": i.tool.label(), "cpu_ms_per_s": json_number(i.cpu_ms_per_s), "wakeups_per_s": json_number(i.wakeups_per_s)}))
+            .collect();
+        json!({"storm": rows, "programs": progs, "floor": floor, "pipeline": pipeline, "idle": idle,
                "bulk": {"ratio": json_number(self.bulk.ratio), "floor_ratio": json_number(self.bulk.floor_ratio), "ring_bytes": self.bulk.ring_bytes, "bytes": self.bulk.bytes,
                         "tc": {"ns": self.bulk.tc.ns, "runs": self.bulk.tc.runs},
                         "floor_tc": {"ns": self.bulk.floor_tc.ns, "runs": self.bulk.floor_tc.runs}},

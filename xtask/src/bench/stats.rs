@@ -114,3 +114,32 @@ pub fn map_bytes(ids: &HashSet<u64>) -> Result<u64> {
         .map(|m| m["bytes_memlock"].as_u64().unwrap_or(0))
         .sum())
 }
+
+/// One number from each of a process's threads' files under /proc, summed.
+fn threads_sum(pid: u32, file: &str, read: impl Fn(&str) -> Option<u64>) -> Result<u64> {
+    let mut sum = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that exited since the listing counts for nothing.
+        if let Ok(text) = fs::read_to_string(task?.path().join(file)) {
+            sum += read(&text).with_context(|| format!("bad /proc/{pid}/task/*/{file}"))?;
+        }
+    }
+    Ok(sum)
+}
+
+/// Nanoseconds all of a process's threads ran (schedstat: finer than the
+/// clock ticks of /proc/PID/stat, which a quiet process hardly spends).
+pub fn threads_cpu_ns(pid: u32) -> Result<u64> {
+    threads_sum(pid, "schedstat", |s| s.split_whitespace().next()?.parse().ok())
+}
+
+/// Times all of a process's threads went to sleep of their own accord.
+pub fn threads_wakeups(pid: u32) -> Result<u64> {
+    threads_sum(pid, "status", |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
