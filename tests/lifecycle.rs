@@ -997,22 +997,75 @@ impl Drop for Hogs {
     }
 }
 
-/// The daemon drains at SCHED_IDLE, below the traced service's threads. With
-/// every CPU kept busy at the normal policy it falls behind, and its watchdog
-/// moves it back to the normal policy until it keeps up: more connections
-/// than the ring buffer holds at once are all reported, none dropped, and once
-/// the CPUs are free it returns to SCHED_IDLE. (Other load on the host could
-/// hold it at the normal policy longer than the test waits.)
+/// The daemon drains at SCHED_IDLE, below the traced service's threads,
+/// while events come, and at the normal policy while none do (its drains are
+/// then rare and short, and it cannot starve). With every CPU kept busy at
+/// the normal policy it falls behind, and its watchdog moves it back to the
+/// normal policy until it keeps up: more connections than the ring buffer
+/// holds at once are all reported, none dropped. (Other load on the host
+/// could hold it at the normal policy longer than the test waits.)
 #[test]
 fn the_daemon_yields_the_cpu_yet_keeps_up_on_a_saturated_host() {
+    // Long enough for the daemon, whose tick stretched while nothing came,
+    // to be seen busy before the CPU hogs start.
+    const CALM: Duration = Duration::from_millis(600);
     // About 1.7 KB of ring buffer each: 6.8 MB against the default 4 MiB.
-    const CONNECTIONS: usize = 4000;
+    const SATURATED: usize = 4000;
     let port = free_port();
     let tracer = Tracer::start(&["--port", &port.to_string()]);
     let pid = tracer.pid();
-    wait_for_policy(pid, SCHED_IDLE, 5);
+    wait_for_policy(pid, SCHED_OTHER, 5);
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    // Serves until a connection closes without a request: the last one.
+    let server = thread::spawn(move || {
+        loop {
+            let (mut s, _) = listener.accept().unwrap();
+            if s.read_exact(&mut [0u8; REQUEST.len()]).is_err() {
+                return;
+            }
+            s.write_all(RESPONSE).unwrap();
+        }
+    });
+    let exchange = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(REQUEST).unwrap();
+        s.read_to_end(&mut Vec::new()).unwrap();
+    };
+    let mut made = 0;
+    let calm = policies_while(pid, || {
+        let start = Instant::now();
+        while start.elapsed() < CALM {
+            exchange();
+            made += 1;
+        }
+    });
     let hogs = Hogs::start();
-    let watching = hogs.busy.clone();
+    let saturated = policies_while(pid, || (0..SATURATED).for_each(|_| exchange()));
+    drop(hogs);
+    drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    server.join().unwrap();
+    wait_for_policy(pid, SCHED_OTHER, 5);
+    let records = tracer.stop();
+    let sum = summary(&records);
+    let connections = made + SATURATED + 1;
+    assert_eq!(sum["dropped"], 0, "{sum}");
+    assert_eq!(sum["connections"], 2 * connections, "{sum}");
+    assert_eq!(of_type(&records, "connection").len(), 2 * connections);
+    assert!(
+        calm.iter().any(|p| p == SCHED_IDLE),
+        "never yielded while busy: {calm:?}"
+    );
+    let promoted = saturated
+        .iter()
+        .skip_while(|p| *p != SCHED_IDLE)
+        .any(|p| p == SCHED_OTHER);
+    assert!(promoted, "never left SCHED_IDLE while starved: {saturated:?}");
+}
+
+/// The policy of `pid`'s main thread every 5 ms while `f` runs.
+fn policies_while(pid: u32, f: impl FnOnce()) -> Vec<String> {
+    let running = Arc::new(AtomicBool::new(true));
+    let watching = running.clone();
     let watcher = thread::spawn(move || {
         let mut seen = Vec::new();
         while watching.load(Ordering::Relaxed) {
@@ -1021,27 +1074,17 @@ fn the_daemon_yields_the_cpu_yet_keeps_up_on_a_saturated_host() {
         }
         seen
     });
-    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)), None);
-    let server = thread::spawn(move || {
-        for _ in 0..CONNECTIONS {
-            let (mut s, _) = listener.accept().unwrap();
-            s.read_exact(&mut [0u8; REQUEST.len()]).unwrap();
-            s.write_all(RESPONSE).unwrap();
-        }
-    });
-    for _ in 0..CONNECTIONS {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(REQUEST).unwrap();
-        s.read_to_end(&mut Vec::new()).unwrap();
+    // Cleared on the way out, a failed `f` included: the watcher must not outlive the test.
+    let stop = ClearOnDrop(running);
+    f();
+    drop(stop);
+    watcher.join().unwrap()
+}
+
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
-    server.join().unwrap();
-    drop(hogs);
-    let seen = watcher.join().unwrap();
-    wait_for_policy(pid, SCHED_IDLE, 5);
-    let records = tracer.stop();
-    let sum = summary(&records);
-    assert_eq!(sum["dropped"], 0, "{sum}");
-    assert_eq!(sum["connections"], 2 * CONNECTIONS, "{sum}");
-    assert_eq!(of_type(&records, "connection").len(), 2 * CONNECTIONS);
-    assert!(seen.iter().any(|p| p == SCHED_OTHER), "never left SCHED_IDLE: {seen:?}");
 }

@@ -66,7 +66,8 @@ impl Tracer {
 
     /// SIGINT, wait for a clean exit, and every JSON record it printed.
     pub fn stop(mut self) -> Vec<Value> {
-        // Events are drained on a 20 ms tick: let the last ones arrive first.
+        // Let the kernel finish what the last step started (the last ACKs,
+        // state changes in softirq): the daemon reads all of it at exit.
         thread::sleep(Duration::from_millis(100));
         signal(self.child.id(), libc::SIGINT);
         let status = self.child.wait().expect("wait for tracer");

@@ -130,8 +130,12 @@ fn counted<T>(f: impl FnOnce() -> T) -> (u64, T) {
     (ALLOCATIONS.load(Ordering::Relaxed), out)
 }
 
-/// The recorded streams: criterion's group for each, and its file.
-const STREAMS: [(&str, &str); 2] = [("pipeline", "stream.bin"), ("pipeline_events", "stream-events.bin")];
+/// The recorded streams: criterion's group for each, and its file (as
+/// `STREAMS` in xtask's `bench/pipeline.rs`, which reads the figures).
+const STREAMS: [(&str, &str); 2] = [
+    ("pipeline_default", "stream.bin"),
+    ("pipeline_events", "stream-events.bin"),
+];
 
 fn records(file: &str) -> Vec<Vec<u8>> {
     let path = format!(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/{}"), file);

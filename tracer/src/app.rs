@@ -215,6 +215,9 @@ impl<W: Write> Session<W> {
     /// (see `priority`), on this thread.
     pub fn yield_cpu(&mut self) {
         self.yielding = Yielding::start();
+        if let Some(y) = &self.yielding {
+            y.beat(self.reader.next_tick_in());
+        }
     }
 
     /// Drain, wait out the grace period of sockets that just closed, drain
@@ -238,7 +241,7 @@ impl<W: Write> Session<W> {
                 _ = &mut stop => break,
             }
             if let Some(y) = &self.yielding {
-                y.beat(self.reader.period());
+                y.beat(self.reader.next_tick_in());
             }
         }
         // The normal policy again, for the last drain and the summary.
@@ -284,6 +287,10 @@ impl<W: Write> Session<W> {
         });
         result?;
         self.correlator.tick(now, &mut self.finished);
+        if let Some(due) = self.correlator.next_due_ns() {
+            self.reader
+                .tick_within(std::time::Duration::from_nanos(due.saturating_sub(now)));
+        }
         self.programs.control(self.correlator.controls.drain(..));
         self.print_finished()?;
         self.output.flush().context("cannot write to stdout")

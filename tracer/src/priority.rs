@@ -9,9 +9,13 @@
 //! daemon would fill the ring buffer until the kernel drops events. So a
 //! watchdog thread at the normal policy watches the drain loop's heartbeat:
 //! when it stops, the daemon goes back to the normal policy until it has kept
-//! up for a while. Only a daemon that starts at the normal policy yields, and
-//! only where the watchdog proved it may move a thread back from `SCHED_IDLE`.
+//! up for a while. While no events come, the drain loop's tick stretches and
+//! its drains are short: it then runs at the normal policy, where it cannot
+//! starve, and the watchdog sleeps until events come again. Only a daemon that
+//! starts at the normal policy yields, and only where the watchdog proved it
+//! may move a thread back from `SCHED_IDLE`.
 use std::{
+    cell::Cell,
     io,
     marker::PhantomData,
     sync::{
@@ -23,12 +27,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How often the watchdog looks, at most.
+use crate::reader::TICK;
+
+/// How often the watchdog looks while events come, at most.
 const PERIOD: Duration = Duration::from_millis(25);
 /// How late a heartbeat may be, after the reader's next tick, before the
 /// drain loop counts as unable to get the CPU: it beats after every tick
 /// when it can.
 const SLACK: Duration = Duration::from_millis(40);
+/// A next tick this far off means no events came for two ticks: a quiet
+/// spell, spent at the normal policy.
+const QUIET: Duration = Duration::from_millis(4 * TICK.as_millis() as u64);
+/// How long the watchdog sleeps in a quiet spell if nothing wakes it first.
+const QUIET_WAIT: Duration = Duration::from_secs(1);
 /// How long the daemon stays at the normal policy after its last stale
 /// heartbeat; doubled, up to `MAX_HOLD`, each time it starves again within
 /// as long after returning to `SCHED_IDLE`, so that a host that stays
@@ -36,11 +47,13 @@ const SLACK: Duration = Duration::from_millis(40);
 const HOLD: Duration = Duration::from_secs(1);
 const MAX_HOLD: Duration = Duration::from_secs(64);
 
-/// The calling thread at `SCHED_IDLE`, watched; back at the normal policy
-/// when dropped. It names that thread, so it must stay on it.
+/// The calling thread at `SCHED_IDLE` while events come, watched; back at
+/// the normal policy when dropped. It names that thread, so it must stay on it.
 pub struct Yielding {
     beat: Arc<Heartbeat>,
-    stop: Option<mpsc::Sender<()>>,
+    /// Wakes the watchdog when a quiet spell ends; dropped to stop it.
+    wake: Option<mpsc::Sender<()>>,
+    quiet: Cell<bool>,
     watchdog: Option<thread::JoinHandle<()>>,
     _on_this_thread: PhantomData<*const ()>,
 }
@@ -58,46 +71,53 @@ impl Yielding {
         // SAFETY: no preconditions.
         let tid = unsafe { libc::gettid() };
         let beat = Arc::new(Heartbeat::new());
-        let (stop, stopped) = mpsc::channel();
+        let (wake, woken) = mpsc::channel();
         let (ready, probed) = mpsc::channel();
         // Spawned first: a thread inherits its creator's policy.
         let watched = Arc::clone(&beat);
         let watchdog = thread::Builder::new()
             .name("tracer-watchdog".into())
             .spawn(move || {
-                let can = can_leave_idle();
+                // The watchdog sets the drain thread's policy from the start,
+                // so that nothing else sets it behind its back.
+                let can = can_leave_idle().and_then(|()| set_policy(tid, libc::SCHED_IDLE));
                 let _ = ready.send(can.as_ref().map_err(io::Error::kind).copied());
                 if can.is_ok() {
-                    watch(tid, &watched, &stopped);
+                    watch(tid, &watched, &woken);
                 }
             })
             .map_err(|e| log::debug!("no watchdog thread ({e}): the daemon keeps the normal CPU policy"))
             .ok()?;
         let y = Self {
             beat,
-            stop: Some(stop),
+            wake: Some(wake),
+            quiet: Cell::new(false),
             watchdog: Some(watchdog),
             _on_this_thread: PhantomData,
         };
         match probed.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => Some(y),
             Ok(Err(kind)) => {
-                log::debug!("cannot leave SCHED_IDLE ({kind}): the daemon keeps the normal CPU policy");
-                return None;
+                log::debug!(
+                    "cannot move between SCHED_IDLE and the normal CPU policy ({kind}): the daemon keeps the normal one"
+                );
+                None
             }
-            Err(_) => return None,
+            Err(_) => None,
         }
-        if let Err(e) = set_policy(tid, libc::SCHED_IDLE) {
-            log::debug!("cannot move to SCHED_IDLE ({e}): the daemon keeps the normal CPU policy");
-            return None;
-        }
-        Some(y)
     }
 
     /// The drain loop is alive, and will beat again after its next tick,
-    /// `next_tick` from now.
+    /// `next_tick` from now. The end of a quiet spell wakes the watchdog,
+    /// which moves the thread back to `SCHED_IDLE` and watches it again.
     pub fn beat(&self, next_tick: Duration) {
-        self.beat.record(next_tick);
+        let quiet = self.beat.record(next_tick) >= QUIET;
+        if self.quiet.replace(quiet)
+            && !quiet
+            && let Some(w) = &self.wake
+        {
+            let _ = w.send(());
+        }
     }
 }
 
@@ -106,7 +126,7 @@ impl Drop for Yielding {
     /// before it returns: a thread still at `SCHED_IDLE` could wait long for
     /// the CPU to do it itself on a saturated host.
     fn drop(&mut self) {
-        self.stop.take();
+        self.wake.take();
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
         }
@@ -121,51 +141,90 @@ fn can_leave_idle() -> io::Result<()> {
     set_policy(0, libc::SCHED_OTHER)
 }
 
-/// Milliseconds since a start, by which the drain loop's next beat is due.
+/// When the drain loop last beat, and how long after that its next tick
+/// comes, in one word: the watchdog never reads one beat's time with
+/// another's tick.
 struct Heartbeat {
     start: Instant,
-    due_ms: AtomicU64,
+    /// Microseconds since `start` (48 bits: nine years) << 16 | milliseconds to the next tick.
+    word: AtomicU64,
 }
+
+const TICK_BITS: u32 = 16;
 
 impl Heartbeat {
     fn new() -> Self {
-        Self {
+        let h = Self {
             start: Instant::now(),
-            due_ms: AtomicU64::new((crate::reader::TICK + SLACK).as_millis() as u64),
-        }
+            word: AtomicU64::new(0),
+        };
+        let _ = h.record(TICK);
+        h
     }
 
-    fn record(&self, next_tick: Duration) {
-        let due = self.start.elapsed() + next_tick + SLACK;
-        self.due_ms.store(due.as_millis() as u64, Ordering::Relaxed);
+    fn now(&self) -> Duration {
+        self.start.elapsed()
     }
 
-    fn due(&self) -> Duration {
-        Duration::from_millis(self.due_ms.load(Ordering::Relaxed))
+    /// Returns the next tick as recorded, which is what the watchdog reads.
+    fn record(&self, next_tick: Duration) -> Duration {
+        let at = self.now().as_micros() as u64;
+        // Rounded up: a tick 79.9 ms off is as quiet as one 80 ms off, and a
+        // due time is never early.
+        let next = (next_tick.as_micros() as u64).div_ceil(1000).min((1 << TICK_BITS) - 1);
+        self.word.store(at << TICK_BITS | next, Ordering::Relaxed);
+        Duration::from_millis(next)
+    }
+
+    /// (when the last beat was, how long after it the next tick comes)
+    fn read(&self) -> (Duration, Duration) {
+        let w = self.word.load(Ordering::Relaxed);
+        (
+            Duration::from_micros(w >> TICK_BITS),
+            Duration::from_millis(w & ((1 << TICK_BITS) - 1)),
+        )
     }
 }
 
-/// Looks when the next beat is due, or after `PERIOD` if that is sooner
-/// (or past): an idle drain loop on a long tick keeps the watchdog idle too.
-fn watch(tid: libc::pid_t, beat: &Heartbeat, stop: &mpsc::Receiver<()>) {
+/// The one place the drain thread's policy is set, after the daemon's start.
+fn watch(tid: libc::pid_t, beat: &Heartbeat, woken: &mpsc::Receiver<()>) {
     let mut policy = Policy::default();
+    let mut idle = true;
     let mut wait = PERIOD;
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
-        let (now, due) = (beat.start.elapsed(), beat.due());
+    loop {
+        if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(wait) {
+            break;
+        }
+        let now = beat.now();
+        let (last, next) = beat.read();
+        let due = last + next + SLACK;
         match policy.step(now >= due, now) {
+            Step::Promote => log::debug!(
+                "daemon thread starved: held at the normal CPU policy for {:?}",
+                policy.hold
+            ),
+            Step::Demote => log::debug!("daemon thread kept up: hold over"),
             Step::Stay => {}
-            Step::Promote => {
-                move_to(tid, libc::SCHED_OTHER, "normal");
-                log::debug!("daemon thread starved: at the normal CPU policy for {:?}", policy.hold);
-            }
-            // Logged first: once idle, the drain thread may hold stderr's lock
-            // while it waits for the CPU, and the log would wait with it.
-            Step::Demote => {
-                log::debug!("daemon thread kept up: back to SCHED_IDLE");
+        }
+        let quiet = next >= QUIET;
+        let yield_now = !quiet && policy.promoted_at.is_none();
+        if yield_now != idle {
+            idle = yield_now;
+            if idle {
+                // Logged first: once idle, the drain thread may hold stderr's
+                // lock while it waits for the CPU, and the log would wait with it.
+                log::debug!("daemon thread keeping up: at SCHED_IDLE");
                 move_to(tid, libc::SCHED_IDLE, "SCHED_IDLE");
+            } else {
+                move_to(tid, libc::SCHED_OTHER, "normal");
+                log::debug!("daemon thread at the normal CPU policy (quiet: {quiet})");
             }
         }
-        wait = due.saturating_sub(now).max(PERIOD);
+        wait = if quiet && policy.promoted_at.is_none() {
+            QUIET_WAIT
+        } else {
+            due.saturating_sub(now).max(PERIOD)
+        };
     }
     move_to(tid, libc::SCHED_OTHER, "normal");
 }
@@ -183,11 +242,12 @@ enum Step {
     Demote,
 }
 
-/// When the daemon's thread leaves `SCHED_IDLE`, and when it returns.
+/// When the daemon's thread is held at the normal policy for having starved,
+/// and when that hold ends.
 struct Policy {
-    /// While at the normal policy: when the heartbeat was last seen stale.
+    /// While held: when the heartbeat was last seen stale.
     promoted_at: Option<Duration>,
-    /// When it last returned to `SCHED_IDLE`.
+    /// When the last hold ended.
     demoted_at: Option<Duration>,
     hold: Duration,
 }
@@ -267,15 +327,20 @@ mod tests {
     }
 
     #[test]
-    fn the_next_beat_is_due_a_slack_after_the_next_tick() {
+    fn a_beat_keeps_its_time_and_its_next_tick_together() {
         let h = Heartbeat::new();
-        assert_eq!(h.due(), crate::reader::TICK + SLACK);
-        h.record(crate::reader::IDLE_TICK);
-        let due = h.due();
-        assert!(due >= crate::reader::IDLE_TICK + SLACK, "{due:?}");
+        assert_eq!(h.read().1, TICK);
+        thread::sleep(2 * MS);
+        assert_eq!(
+            h.record(crate::reader::IDLE_TICK - Duration::from_micros(1)),
+            crate::reader::IDLE_TICK
+        );
+        let (at, next) = h.read();
+        assert!(at >= 2 * MS && at < h.now() + MS, "{at:?}");
+        assert_eq!(next, crate::reader::IDLE_TICK);
         assert!(
-            due < crate::reader::IDLE_TICK + SLACK + Duration::from_secs(1),
-            "{due:?}"
+            crate::reader::IDLE_TICK >= QUIET,
+            "the longest tick must count as quiet"
         );
     }
 

@@ -1,7 +1,7 @@
 //! Draining the ring buffer. The kernel wakes us only when much data waits
 //! (see `WAKEUP_BYTES`), so we also drain on a tick: short while events come,
 //! longer while none do. No busy polling, no wake-up per event on a busy
-//! host, and an idle daemon wakes a dozen times a second rather than ninety.
+//! host, and a daemon with nothing to read wakes a few times a second.
 use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
@@ -18,6 +18,9 @@ pub struct Reader {
     ring: AsyncFd<RingBuf<MapData>>,
     period: Duration,
     next: Instant,
+    /// Whether the tick, not the kernel, ended the last wait: only an empty
+    /// drain on the tick stretches it.
+    ticked: bool,
 }
 
 impl Reader {
@@ -29,20 +32,22 @@ impl Reader {
             ring,
             period: TICK,
             next: Instant::now() + TICK,
+            ticked: false,
         })
     }
 
     /// Until the kernel signals data or the tick comes round.
     pub async fn ready(&mut self) {
-        tokio::select! {
+        self.ticked = tokio::select! {
             guard = self.ring.readable_mut() => {
                 if let Ok(mut g) = guard {
                     // Cleared before draining: data that lands after the drain re-arms it.
                     g.clear_ready();
                 }
+                false
             }
-            _ = tokio::time::sleep_until(self.next) => {}
-        }
+            _ = tokio::time::sleep_until(self.next) => true,
+        };
     }
 
     /// Hands every waiting record to `each`, and sets the next tick by how
@@ -54,19 +59,29 @@ impl Reader {
             each(&record);
             n += 1;
         }
-        self.period = next_period(self.period, n);
+        self.period = next_period(self.period, n, self.ticked);
         self.next = Instant::now() + self.period;
         n
     }
 
-    /// How long until the next tick, as of the last drain.
-    pub fn period(&self) -> Duration {
-        self.period
+    /// Something is due `after` from now (a closed socket's grace period
+    /// ends): the next tick comes no later.
+    pub fn tick_within(&mut self, after: Duration) {
+        self.next = self.next.min(Instant::now() + after);
+    }
+
+    /// How long until the next tick.
+    pub fn next_tick_in(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
     }
 }
 
-fn next_period(period: Duration, drained: u64) -> Duration {
-    if drained > 0 { TICK } else { (period * 2).min(IDLE_TICK) }
+fn next_period(period: Duration, drained: u64, ticked: bool) -> Duration {
+    match (drained, ticked) {
+        (0, true) => (period * 2).min(IDLE_TICK),
+        (0, false) => period,
+        _ => TICK,
+    }
 }
 
 #[cfg(test)]
@@ -78,10 +93,17 @@ mod tests {
         let mut p = TICK;
         let mut seen = Vec::new();
         for _ in 0..4 {
-            p = next_period(p, 0);
+            p = next_period(p, 0, true);
             seen.push(p.as_millis());
         }
         assert_eq!(seen, [40, 80, 160, 160]);
-        assert_eq!(next_period(p, 1), TICK);
+        assert_eq!(next_period(p, 1, true), TICK);
+        assert_eq!(next_period(p, 1, false), TICK);
+    }
+
+    #[test]
+    fn a_wake_up_that_finds_nothing_leaves_the_tick_as_it_was() {
+        assert_eq!(next_period(TICK, 0, false), TICK);
+        assert_eq!(next_period(IDLE_TICK, 0, false), IDLE_TICK);
     }
 }

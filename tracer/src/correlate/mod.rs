@@ -416,6 +416,11 @@ impl Correlator {
         }
     }
 
+    /// When the next closed socket's grace period ends, if one is waiting.
+    pub fn next_due_ns(&self) -> Option<u64> {
+        self.closing.front().map(|c| c.due_ns)
+    }
+
     /// Emits the closed sockets whose grace period is over, and forgets flows
     /// that no socket claimed.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Connection>) {

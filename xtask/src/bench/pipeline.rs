@@ -23,12 +23,13 @@ pub struct Stream {
 }
 
 /// The default mode first: it is what the daemon runs unless asked for more.
+/// The groups and files are those of `STREAMS` in `tracer/benches/pipeline.rs`.
 pub const STREAMS: [Stream; 2] = [
     Stream {
         tool: Tool::Tracer,
         mode: "default",
         file: "stream.bin",
-        group: "pipeline",
+        group: "pipeline_default",
     },
     Stream {
         tool: Tool::TracerEvents,
@@ -71,13 +72,18 @@ fn allocations(root: &Path, stream: &Stream) -> Result<Allocations> {
     })
 }
 
+/// Where criterion writes a stage's estimates.
+fn estimates_path(root: &Path, stream: &Stream, stage: &str) -> PathBuf {
+    root.join(format!("target/criterion/{}/{stage}/new/estimates.json", stream.group))
+}
+
 /// A stream's stages, in ns per event.
 fn stages(root: &Path, stream: &Stream) -> Result<Vec<Pipeline>> {
     let n = records(&root.join("tracer/benches/data").join(stream.file))? as f64;
     STAGES
         .iter()
         .map(|stage| {
-            let path = root.join(format!("target/criterion/{}/{stage}/new/estimates.json", stream.group));
+            let path = estimates_path(root, stream, stage);
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {}", path.display()))?)?;
             let ns = v["mean"]["point_estimate"]
@@ -92,9 +98,12 @@ fn stages(root: &Path, stream: &Stream) -> Result<Vec<Pipeline>> {
 }
 
 pub fn run(root: &Path) -> Result<Vec<Replay>> {
-    // A count left by an earlier run must not pass for this one's.
+    // Figures left by an earlier run must not pass for this one's.
     for stream in &STREAMS {
         let _ = std::fs::remove_file(allocations_path(root, stream));
+        for stage in STAGES {
+            let _ = std::fs::remove_file(estimates_path(root, stream, stage));
+        }
     }
     status(
         Command::new(env!("CARGO"))

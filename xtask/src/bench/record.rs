@@ -24,10 +24,17 @@ use super::{
     tools::{Running, Tool},
 };
 
+/// Both streams, or neither: each is recorded beside its file and moved
+/// into place once both are, so the two always come from one recording run.
 pub fn run(tracer: &Path, dir: &Path) -> Result<()> {
-    STREAMS
-        .iter()
-        .try_for_each(|stream| record(tracer, stream.tool, &dir.join(stream.file)))
+    let fresh = |file: &str| dir.join(format!("{file}.new"));
+    for stream in &STREAMS {
+        record(tracer, stream.tool, &fresh(stream.file))?;
+    }
+    for stream in &STREAMS {
+        std::fs::rename(fresh(stream.file), dir.join(stream.file))?;
+    }
+    Ok(())
 }
 
 fn record(tracer: &Path, tool: Tool, out: &Path) -> Result<()> {

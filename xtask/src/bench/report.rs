@@ -373,7 +373,10 @@ impl Report {
             let _ = writeln!(o, "{name:<18} {:>8.0} ns {:>10}", p.ns_per_run(), p.runs);
         }
         if !self.idle.is_empty() {
-            let _ = writeln!(o, "\nidle, no traffic on the traced port (all threads)");
+            let _ = writeln!(
+                o,
+                "\nidle, the bench making no traffic (tracer on a port nothing uses; all threads)"
+            );
             for i in &self.idle {
                 let _ = writeln!(
                     o,
