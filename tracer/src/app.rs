@@ -63,7 +63,8 @@ pub struct Session<W: Write> {
     summary: Summary,
     /// Raw records, length-prefixed, for `--record`.
     record: Option<BufWriter<std::fs::File>>,
-    /// The drain loop's thread at `SCHED_IDLE`, when it yields the CPU.
+    /// The drain loop's thread at `SCHED_IDLE` while events come, when it
+    /// yields the CPU.
     yielding: Option<Yielding>,
 }
 
@@ -211,12 +212,12 @@ impl<W: Write> Session<W> {
         })
     }
 
-    /// From now on the drain loop runs below the traced service's threads
-    /// (see `priority`), on this thread.
+    /// From now on the drain loop, on this thread, runs below the traced
+    /// service's threads while events come (see `priority`).
     pub fn yield_cpu(&mut self) {
         self.yielding = Yielding::start();
         if let Some(y) = &self.yielding {
-            y.beat(self.reader.next_tick_in());
+            y.beat(self.reader.next_tick_in(), self.reader.quiet());
         }
     }
 
@@ -241,7 +242,7 @@ impl<W: Write> Session<W> {
                 _ = &mut stop => break,
             }
             if let Some(y) = &self.yielding {
-                y.beat(self.reader.next_tick_in());
+                y.beat(self.reader.next_tick_in(), self.reader.quiet());
             }
         }
         // The normal policy again, for the last drain and the summary.

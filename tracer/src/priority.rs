@@ -35,9 +35,6 @@ const PERIOD: Duration = Duration::from_millis(25);
 /// drain loop counts as unable to get the CPU: it beats after every tick
 /// when it can.
 const SLACK: Duration = Duration::from_millis(40);
-/// A next tick this far off means no events came for two ticks: a quiet
-/// spell, spent at the normal policy.
-const QUIET: Duration = Duration::from_millis(4 * TICK.as_millis() as u64);
 /// How long the watchdog sleeps in a quiet spell if nothing wakes it first.
 const QUIET_WAIT: Duration = Duration::from_secs(1);
 /// How long the daemon stays at the normal policy after its last stale
@@ -53,7 +50,7 @@ pub struct Yielding {
     beat: Arc<Heartbeat>,
     /// Wakes the watchdog when a quiet spell ends; dropped to stop it.
     wake: Option<mpsc::Sender<()>>,
-    quiet: Cell<bool>,
+    last: Cell<Beat>,
     watchdog: Option<thread::JoinHandle<()>>,
     _on_this_thread: PhantomData<*const ()>,
 }
@@ -71,6 +68,7 @@ impl Yielding {
         // SAFETY: no preconditions.
         let tid = unsafe { libc::gettid() };
         let beat = Arc::new(Heartbeat::new());
+        let first = beat.read();
         let (wake, woken) = mpsc::channel();
         let (ready, probed) = mpsc::channel();
         // Spawned first: a thread inherits its creator's policy.
@@ -91,7 +89,7 @@ impl Yielding {
         let y = Self {
             beat,
             wake: Some(wake),
-            quiet: Cell::new(false),
+            last: Cell::new(first),
             watchdog: Some(watchdog),
             _on_this_thread: PhantomData,
         };
@@ -108,12 +106,14 @@ impl Yielding {
     }
 
     /// The drain loop is alive, and will beat again after its next tick,
-    /// `next_tick` from now. The end of a quiet spell wakes the watchdog,
-    /// which moves the thread back to `SCHED_IDLE` and watches it again.
-    pub fn beat(&self, next_tick: Duration) {
-        let quiet = self.beat.record(next_tick) >= QUIET;
-        if self.quiet.replace(quiet)
-            && !quiet
+    /// `next_tick` from now; `quiet` when no events came for a while. The
+    /// watchdog sleeps until the due time it last read, or through a quiet
+    /// spell: it is woken when the new beat is due sooner, or ends the spell
+    /// (and it then moves the thread back to `SCHED_IDLE`).
+    pub fn beat(&self, next_tick: Duration, quiet: bool) {
+        let now = self.beat.record(next_tick, quiet);
+        let before = self.last.replace(now);
+        if ((before.quiet && !now.quiet) || now.due() < before.due())
             && let Some(w) = &self.wake
         {
             let _ = w.send(());
@@ -141,16 +141,33 @@ fn can_leave_idle() -> io::Result<()> {
     set_policy(0, libc::SCHED_OTHER)
 }
 
-/// When the drain loop last beat, and how long after that its next tick
-/// comes, in one word: the watchdog never reads one beat's time with
+/// One beat: when it was, how long after it the next tick comes, and
+/// whether the drain loop was quiet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Beat {
+    at: Duration,
+    next: Duration,
+    quiet: bool,
+}
+
+impl Beat {
+    /// When the next beat is late.
+    fn due(&self) -> Duration {
+        self.at + self.next + SLACK
+    }
+}
+
+/// The last beat in one word: the watchdog never reads one beat's time with
 /// another's tick.
 struct Heartbeat {
     start: Instant,
-    /// Microseconds since `start` (48 bits: nine years) << 16 | milliseconds to the next tick.
+    /// Microseconds since `start` (48 bits: nine years) << 16 | quiet << 15 |
+    /// milliseconds to the next tick.
     word: AtomicU64,
 }
 
-const TICK_BITS: u32 = 16;
+const QUIET_BIT: u64 = 1 << 15;
+const NEXT_MASK: u64 = QUIET_BIT - 1;
 
 impl Heartbeat {
     fn new() -> Self {
@@ -158,7 +175,7 @@ impl Heartbeat {
             start: Instant::now(),
             word: AtomicU64::new(0),
         };
-        let _ = h.record(TICK);
+        let _ = h.record(TICK, false);
         h
     }
 
@@ -166,23 +183,26 @@ impl Heartbeat {
         self.start.elapsed()
     }
 
-    /// Returns the next tick as recorded, which is what the watchdog reads.
-    fn record(&self, next_tick: Duration) -> Duration {
+    /// Returns the beat as recorded, which is what the watchdog reads.
+    fn record(&self, next_tick: Duration, quiet: bool) -> Beat {
         let at = self.now().as_micros() as u64;
-        // Rounded up: a tick 79.9 ms off is as quiet as one 80 ms off, and a
-        // due time is never early.
-        let next = (next_tick.as_micros() as u64).div_ceil(1000).min((1 << TICK_BITS) - 1);
-        self.word.store(at << TICK_BITS | next, Ordering::Relaxed);
-        Duration::from_millis(next)
+        // Rounded up: a due time is never early.
+        let next = (next_tick.as_micros() as u64).div_ceil(1000).min(NEXT_MASK);
+        let word = at << 16 | if quiet { QUIET_BIT } else { 0 } | next;
+        self.word.store(word, Ordering::Relaxed);
+        Self::unpack(word)
     }
 
-    /// (when the last beat was, how long after it the next tick comes)
-    fn read(&self) -> (Duration, Duration) {
-        let w = self.word.load(Ordering::Relaxed);
-        (
-            Duration::from_micros(w >> TICK_BITS),
-            Duration::from_millis(w & ((1 << TICK_BITS) - 1)),
-        )
+    fn read(&self) -> Beat {
+        Self::unpack(self.word.load(Ordering::Relaxed))
+    }
+
+    fn unpack(word: u64) -> Beat {
+        Beat {
+            at: Duration::from_micros(word >> 16),
+            next: Duration::from_millis(word & NEXT_MASK),
+            quiet: word & QUIET_BIT != 0,
+        }
     }
 }
 
@@ -196,9 +216,14 @@ fn watch(tid: libc::pid_t, beat: &Heartbeat, woken: &mpsc::Receiver<()>) {
             break;
         }
         let now = beat.now();
-        let (last, next) = beat.read();
-        let due = last + next + SLACK;
-        match policy.step(now >= due, now) {
+        let b = beat.read();
+        let step = policy.step(now >= b.due(), now);
+        let yield_now = !b.quiet && policy.promoted_at.is_none();
+        let settled = yield_now == idle || move_thread(tid, yield_now, b.quiet);
+        if settled {
+            idle = yield_now;
+        }
+        match step {
             Step::Promote => log::debug!(
                 "daemon thread starved: held at the normal CPU policy for {:?}",
                 policy.hold
@@ -206,33 +231,38 @@ fn watch(tid: libc::pid_t, beat: &Heartbeat, woken: &mpsc::Receiver<()>) {
             Step::Demote => log::debug!("daemon thread kept up: hold over"),
             Step::Stay => {}
         }
-        let quiet = next >= QUIET;
-        let yield_now = !quiet && policy.promoted_at.is_none();
-        if yield_now != idle {
-            idle = yield_now;
-            if idle {
-                // Logged first: once idle, the drain thread may hold stderr's
-                // lock while it waits for the CPU, and the log would wait with it.
-                log::debug!("daemon thread keeping up: at SCHED_IDLE");
-                move_to(tid, libc::SCHED_IDLE, "SCHED_IDLE");
-            } else {
-                move_to(tid, libc::SCHED_OTHER, "normal");
-                log::debug!("daemon thread at the normal CPU policy (quiet: {quiet})");
-            }
-        }
-        wait = if quiet && policy.promoted_at.is_none() {
+        wait = if !settled {
+            PERIOD
+        } else if b.quiet && policy.promoted_at.is_none() {
             QUIET_WAIT
         } else {
-            due.saturating_sub(now).max(PERIOD)
+            b.due().saturating_sub(now).max(PERIOD)
         };
     }
-    move_to(tid, libc::SCHED_OTHER, "normal");
+    let _ = move_thread(tid, false, false);
 }
 
-fn move_to(tid: libc::pid_t, to: libc::c_int, name: &str) {
-    if let Err(e) = set_policy(tid, to) {
+/// Moves the drain thread to `SCHED_IDLE` or back; false if it could not.
+fn move_thread(tid: libc::pid_t, idle: bool, quiet: bool) -> bool {
+    if idle {
+        // Logged first: once idle, the drain thread may hold stderr's lock
+        // while it waits for the CPU, and the log would wait with it.
+        log::debug!("daemon thread keeping up: at SCHED_IDLE");
+        move_to(tid, libc::SCHED_IDLE, "SCHED_IDLE")
+    } else {
+        // Moved first, for the same reason: a starved thread may hold the lock.
+        let moved = move_to(tid, libc::SCHED_OTHER, "normal");
+        log::debug!("daemon thread at the normal CPU policy (quiet: {quiet})");
+        moved
+    }
+}
+
+fn move_to(tid: libc::pid_t, to: libc::c_int, name: &str) -> bool {
+    let moved = set_policy(tid, to);
+    if let Err(e) = &moved {
         log::warn!("cannot move the daemon thread to the {name} CPU policy: {e}");
     }
+    moved.is_ok()
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -327,21 +357,18 @@ mod tests {
     }
 
     #[test]
-    fn a_beat_keeps_its_time_and_its_next_tick_together() {
+    fn a_beat_keeps_its_time_its_next_tick_and_its_quiet_together() {
         let h = Heartbeat::new();
-        assert_eq!(h.read().1, TICK);
+        assert_eq!((h.read().next, h.read().quiet), (TICK, false));
         thread::sleep(2 * MS);
-        assert_eq!(
-            h.record(crate::reader::IDLE_TICK - Duration::from_micros(1)),
-            crate::reader::IDLE_TICK
-        );
-        let (at, next) = h.read();
-        assert!(at >= 2 * MS && at < h.now() + MS, "{at:?}");
-        assert_eq!(next, crate::reader::IDLE_TICK);
-        assert!(
-            crate::reader::IDLE_TICK >= QUIET,
-            "the longest tick must count as quiet"
-        );
+        let next = crate::reader::IDLE_TICK - Duration::from_micros(1);
+        let recorded = h.record(next, true);
+        assert_eq!(recorded, h.read());
+        assert!(recorded.at >= 2 * MS && recorded.at < h.now() + MS, "{recorded:?}");
+        // Rounded up, so that a due time is never early.
+        assert_eq!(recorded.next, crate::reader::IDLE_TICK);
+        assert!(recorded.quiet);
+        assert_eq!(recorded.due(), recorded.at + crate::reader::IDLE_TICK + SLACK);
     }
 
     #[test]

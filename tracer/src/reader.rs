@@ -9,10 +9,12 @@ use tokio::{io::unix::AsyncFd, time::Instant};
 
 /// The tick while events come.
 pub const TICK: Duration = Duration::from_millis(20);
-/// The longest tick, reached by doubling after each drain that found
-/// nothing: how long the first events after a lull may wait (a burst wakes
-/// us at once).
+/// The longest tick, reached by doubling after each tick-driven drain that
+/// found nothing: how long the first events after a lull may wait (a burst
+/// wakes us at once).
 pub const IDLE_TICK: Duration = Duration::from_millis(160);
+/// A tick this long means two ticks found nothing: the reader is quiet.
+const QUIET_TICK: Duration = Duration::from_millis(4 * TICK.as_millis() as u64);
 
 pub struct Reader {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -68,6 +70,11 @@ impl Reader {
     /// ends): the next tick comes no later.
     pub fn tick_within(&mut self, after: Duration) {
         self.next = self.next.min(Instant::now() + after);
+    }
+
+    /// Whether no events came for the last two ticks.
+    pub fn quiet(&self) -> bool {
+        self.period >= QUIET_TICK
     }
 
     /// How long until the next tick.
