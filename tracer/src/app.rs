@@ -216,6 +216,11 @@ impl<W: Write> Session<W> {
     /// service's threads while events come (see `priority`).
     pub fn yield_cpu(&mut self) {
         self.yielding = Yielding::start();
+        self.beat();
+    }
+
+    /// Tells the watchdog, if any, the drain loop is alive and when it next ticks.
+    fn beat(&self) {
         if let Some(y) = &self.yielding {
             y.beat(self.reader.next_tick_in(), self.reader.quiet());
         }
@@ -241,9 +246,7 @@ impl<W: Write> Session<W> {
                 _ = self.reader.ready() => self.drain()?,
                 _ = &mut stop => break,
             }
-            if let Some(y) = &self.yielding {
-                y.beat(self.reader.next_tick_in(), self.reader.quiet());
-            }
+            self.beat();
         }
         // The normal policy again, for the last drain and the summary.
         self.yielding = None;

@@ -98,12 +98,25 @@ pub fn programs(ids: &HashSet<u64>) -> Result<HashMap<String, ProgRun>> {
 /// Resident memory of a process in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
+    let kib = status_field(&status, "VmRSS:").context("no VmRSS")?;
     Ok(kib * 1024)
+}
+
+/// The number after `key` in a /proc `status` file (its unit, if any, left off).
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Field `i` of a /proc `schedstat` file: 0 time on a CPU, 1 time waiting
+/// on a run queue (both ns).
+pub fn schedstat_field(schedstat: &str, i: usize) -> Option<u64> {
+    schedstat.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// Memory of the given maps, by the kernel's account (`bytes_memlock`).
@@ -130,16 +143,27 @@ fn threads_sum(pid: u32, file: &str, read: impl Fn(&str) -> Option<u64>) -> Resu
 /// Nanoseconds all of a process's threads ran (schedstat: finer than the
 /// clock ticks of /proc/PID/stat, which a quiet process hardly spends).
 pub fn threads_cpu_ns(pid: u32) -> Result<u64> {
-    threads_sum(pid, "schedstat", |s| s.split_whitespace().next()?.parse().ok())
+    threads_sum(pid, "schedstat", |s| schedstat_field(s, 0))
 }
 
 /// Times all of a process's threads went to sleep of their own accord.
 pub fn threads_wakeups(pid: u32) -> Result<u64> {
-    threads_sum(pid, "status", |s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
-            .trim()
-            .parse()
-            .ok()
-    })
+    threads_sum(pid, "status", |s| status_field(s, "voluntary_ctxt_switches:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc_status_and_schedstat_fields() {
+        let status = "Name:\ttracer\nVmRSS:\t  139060 kB\nvoluntary_ctxt_switches:\t182\n";
+        assert_eq!(status_field(status, "VmRSS:"), Some(139_060));
+        assert_eq!(status_field(status, "voluntary_ctxt_switches:"), Some(182));
+        assert_eq!(status_field(status, "VmHWM:"), None);
+        let schedstat = "824336252 3590444 201\n";
+        assert_eq!(schedstat_field(schedstat, 0), Some(824_336_252));
+        assert_eq!(schedstat_field(schedstat, 1), Some(3_590_444));
+        assert_eq!(schedstat_field(schedstat, 3), None);
+    }
 }

@@ -95,6 +95,6 @@ fn storm(port: u16, more: impl Fn(u64, Instant) -> bool) -> Result<Storm> {
 fn run_delay_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| super::stats::schedstat_field(&s, 1))
         .unwrap_or(0)
 }
