@@ -773,6 +773,48 @@ fn bytes_sent(s: &TcpStream) -> (u64, u64) {
 /// counts what the kernel counted.
 #[test]
 fn retransmissions_are_counted_as_the_kernel_counts_them() {
+    let (c, records, retrans) = request_through_a_lull(|_, client| {
+        client.write_all(REQUEST).unwrap();
+        thread::sleep(Duration::from_millis(900));
+    });
+    assert!(retrans > 0, "the kernel retransmitted nothing");
+    assert_eq!(c["retransmits"], retrans, "{c}\n{}", summary(&records));
+    assert_eq!(c["bytes"]["tx"].as_u64().unwrap() % REQUEST.len() as u64, 0, "{c}");
+}
+
+/// The retransmit hook also runs for attempts the kernel abandons unsent and
+/// does not count: here the request itself still waits in the host's queue (a
+/// token bucket run dry) when its timer fires. The record says what the
+/// kernel says, not how often the hook ran.
+#[test]
+fn retransmissions_the_kernel_abandons_are_not_counted() {
+    let abandoned_before = host_queue_retransmits();
+    let (c, records, retrans) = request_through_a_lull(|ns, client| {
+        let qdisc = |op: &str, kind: &[&str]| {
+            let mut args = vec!["qdisc", op, "dev", &ns.host_iface, "root"];
+            args.extend_from_slice(kind);
+            assert!(Command::new("tc").args(&args).status().unwrap().success());
+        };
+        // 150 bytes of tokens, refilled at a byte a second: one datagram
+        // leaves 8, too few for the request's segment.
+        qdisc("add", &["tbf", "rate", "8bit", "burst", "150", "limit", "10000"]);
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        udp.send_to(&[0u8; 100], (ns.ns_v4.as_str(), 9)).unwrap();
+        client.write_all(REQUEST).unwrap();
+        thread::sleep(Duration::from_millis(1200));
+        qdisc("del", &[]);
+    });
+    assert!(
+        host_queue_retransmits() > abandoned_before,
+        "no attempt found its segment queued"
+    );
+    assert_eq!(c["retransmits"], retrans, "{c}\n{}", summary(&records));
+}
+
+/// With the server's address gone, `send` writes from the client; then the
+/// address comes back and the server reads the request. The client's
+/// record, all records, and the kernel's retransmission count.
+fn request_through_a_lull(send: impl FnOnce(&NetNs, &mut TcpStream)) -> (Value, Vec<Value>, u32) {
     let ns = NetNs::new();
     let port = free_port();
     let tracer = Tracer::start(&["--port", &port.to_string()]);
@@ -789,22 +831,28 @@ fn retransmissions_are_counted_as_the_kernel_counts_them() {
         assert!(st.unwrap().success());
     };
     address("del");
-    client.write_all(REQUEST).unwrap();
-    thread::sleep(Duration::from_millis(900));
+    send(&ns, &mut client);
     address("add");
     let mut req = vec![0u8; REQUEST.len()];
     server.read_exact(&mut req).unwrap();
     let retrans = total_retrans(&client);
-    assert!(retrans > 0, "the kernel retransmitted nothing");
     let lport = client.local_addr().unwrap().port();
     drop(client);
     let mut rest = Vec::new();
     server.read_to_end(&mut rest).unwrap();
     drop(server);
     let records = tracer.stop();
-    let c = connection(&records, lport, port);
-    assert_eq!(c["retransmits"], retrans, "{c}");
-    assert_eq!(c["bytes"]["tx"].as_u64().unwrap() % REQUEST.len() as u64, 0, "{c}");
+    (connection(&records, lport, port).clone(), records, retrans)
+}
+
+/// The host's count of retransmission attempts abandoned because the
+/// segment was still in a host queue (`TcpExt: TCPSpuriousRtxHostQueues`).
+fn host_queue_retransmits() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names.split(' ').position(|n| n == "TCPSpuriousRtxHostQueues").unwrap();
+    values.split(' ').nth(at).unwrap().parse().unwrap()
 }
 
 /// A client socket bound to a fixed local port before connecting (libc: std

@@ -331,7 +331,10 @@ pub struct CloseEvent {
     pub stats: FlowStats,
     /// 1 when the flow had a record (its counters are meaningful).
     pub has_stats: u32,
-    pub _pad: u32,
+    /// The closing socket's own retransmission count (`total_retrans`), read
+    /// when the flow had a record: it takes the place of the last one the
+    /// retransmit hook copied into the flow.
+    pub retransmits: u32,
 }
 
 pub const AF_INET: u16 = 2;
@@ -406,6 +409,9 @@ pub struct SockLayout {
     /// `sk_txhash`: random per connection, so a socket reborn at the same
     /// address with the same ports is still told apart.
     pub txhash: u32,
+    /// `tcp_sock.total_retrans`: the socket's own count of retransmitted
+    /// segments, what TCP_INFO reports (past `struct sock`: a helper call).
+    pub total_retrans: u32,
 }
 
 pub const IPPROTO_TCP: u16 = 6;

@@ -242,7 +242,11 @@ fn ship_close(t: &Transition, key: Option<&FlowKey>) -> bool {
             (*p).stats = FlowStats::default();
         }
         (*p).has_stats = u32::from(found);
-        (*p)._pad = 0;
+        (*p).retransmits = if found {
+            sock::total_retrans(t.sock as *const u8).unwrap_or(0)
+        } else {
+            0
+        };
     }
     entry.submit(maps::submit_flags());
     true

@@ -17,6 +17,7 @@ static SOCK_LAYOUT: SockLayout = SockLayout {
     v6_daddr: 0,
     v6_rcv_saddr: 0,
     txhash: 0,
+    total_retrans: 0,
 };
 
 #[inline(always)]
@@ -69,6 +70,15 @@ pub fn ports(sk: *const u8) -> Option<(u16, u16)> {
     // SAFETY: a kernel read that fails cleanly.
     let sport = unsafe { bpf_probe_read_kernel(sk.add(offset(&raw const SOCK_LAYOUT.sport)).cast::<u16>()) }.ok()?;
     Some((u16::from_be(sport), dport))
+}
+
+/// The socket's own count of retransmitted segments, as TCP_INFO reports it.
+/// It lies past `struct sock`: read through the helper.
+#[inline(always)]
+pub fn total_retrans(sk: *const u8) -> Option<u32> {
+    let at = offset(&raw const SOCK_LAYOUT.total_retrans);
+    // SAFETY: a kernel read that fails cleanly.
+    unsafe { bpf_probe_read_kernel(sk.add(at).cast::<u32>()) }.ok()
 }
 
 /// (local, remote) addresses of a socket of `family`, IPv4 in the first four bytes.

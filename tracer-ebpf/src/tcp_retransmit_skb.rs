@@ -1,11 +1,17 @@
-//! BTF tracepoint `tcp_retransmit_skb`: retransmissions, counted per direction
-//! in the flow's record.
+//! BTF tracepoint `tcp_retransmit_skb`: keeps the flow's record of a
+//! socket's retransmissions current.
+//!
+//! It copies the socket's own count (`total_retrans`, what TCP_INFO reports)
+//! rather than counting its runs. Since Linux 6.x the hook also runs for
+//! attempts the kernel gave up on before sending (a segment still in a host
+//! queue, no memory) and does not count, while a send the device then refused
+//! counts. And a skipped run (the kernel does not run a program on a CPU
+//! where it is already running) leaves nothing missing: the next run, or the
+//! close, copies the count whole.
 //!
 //! A BTF tracepoint, not the classic one: the kernel skips a classic
 //! tracepoint's program whenever any other tracing program runs on that CPU
-//! (the state program interrupted by a retransmit timer, say), and a skipped
-//! run is a retransmission missing from the count. A BTF tracepoint is
-//! skipped only when this same program is already running there.
+//! (the state program interrupted by a retransmit timer, say).
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::FlowKey;
 
@@ -23,8 +29,10 @@ fn on_retransmit(sk: *const u8) -> Option<()> {
     let (lport, rport) = sock::ports(sk)?;
     let (laddr, raddr) = sock::addresses(sk, family)?;
     let (key, from) = FlowKey::of_socket(family, laddr, lport, raddr, rport);
+    let total = sock::total_retrans(sk)?;
     let stats = flow::FLOWS.get_ptr_mut(key)?;
-    // SAFETY: map value pointer, checked for null; `from` is 0 or 1.
-    flow::add32(unsafe { &raw mut (*stats).dir[from & 1].retransmits }, 1);
+    // SAFETY: map value pointer, checked for null; `from` is 0 or 1. Only
+    // this socket writes its direction's count, under its own lock.
+    unsafe { (*stats).dir[from & 1].retransmits = total };
     Some(())
 }

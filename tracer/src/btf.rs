@@ -53,6 +53,7 @@ pub fn sock_layout() -> Result<SockLayout, LayoutError> {
         v6_daddr: at("skc_v6_daddr").unwrap_or(0),
         v6_rcv_saddr: at("skc_v6_rcv_saddr").unwrap_or(0),
         txhash: member("sock", "sk_txhash")?,
+        total_retrans: member("tcp_sock", "total_retrans")?,
     })
 }
 

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, CloseEvent, EventHeader, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent, header_flag, hook,
-    kind, syn_seen,
+    AF_INET, AF_INET6, CloseEvent, EventHeader, FlowStats, MAX_CAPTURE, OwnerEvent, SegmentEvent, StateEvent,
+    header_flag, hook, kind, syn_seen,
 };
 
 use crate::{
@@ -24,6 +24,15 @@ pub enum DecodeError {
     Family(u16),
 }
 
+/// The flow's counters with the closing socket's own retransmission count in
+/// its direction. The larger of the two: a failed read in the kernel leaves 0.
+fn with_own_retransmits(raw: CloseEvent, state: &StateChange) -> FlowStats {
+    let mut stats = raw.stats;
+    let own = &mut stats.dir[state.flow().1 & 1].retransmits;
+    *own = (*own).max(raw.retransmits);
+    stats
+}
+
 pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
     let header: EventHeader = read(record).ok_or(DecodeError::Short(record.len()))?;
     match header.kind {
@@ -32,8 +41,8 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
             let raw: CloseEvent = exact(record, header.kind)?;
             let state = state_change(&raw.state)?;
             Ok(Event::Close(Close {
+                stats: (raw.has_stats != 0).then(|| with_own_retransmits(raw, &state)),
                 state,
-                stats: (raw.has_stats != 0).then_some(raw.stats),
             }))
         }
         kind::SEGMENT => Ok(Event::Segment(
@@ -225,10 +234,18 @@ mod tests {
         close.state.header.kind = kind::CLOSE;
         close.has_stats = 1;
         close.stats.dir[1].bytes = 1234;
+        close.stats.dir[0].retransmits = 2;
+        close.stats.dir[1].retransmits = 3;
+        close.retransmits = 5;
         let Ok(Event::Close(c)) = decode(&bytes_of(&close)) else {
             panic!()
         };
-        assert_eq!(c.stats.unwrap().dir[1].bytes, 1234);
+        let local = c.state.flow().1;
+        let stats = c.stats.unwrap();
+        assert_eq!(stats.dir[1].bytes, 1234);
+        // The socket's own count replaces the hook's in its direction only.
+        assert_eq!(stats.dir[local].retransmits, 5);
+        assert_eq!(stats.dir[1 - local].retransmits, [2, 3][1 - local]);
         assert_eq!(c.state.lport, 43210);
 
         let mut data = [0u8; MAX_CAPTURE];
