@@ -188,6 +188,8 @@ pub struct DirCounters {
     pub packets: u64,
     pub bytes: u64,
     pub flags: [u32; 8],
+    /// The sending socket's own count of retransmitted segments
+    /// (`total_retrans`), as the retransmit hook last copied it.
     pub retransmits: u32,
     /// Sequence number of this direction's first SYN (valid unless `has_isn`
     /// is `syn_seen::NO`).
