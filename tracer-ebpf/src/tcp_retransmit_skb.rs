@@ -29,8 +29,9 @@ fn on_retransmit(sk: *const u8) -> Option<()> {
     let (lport, rport) = sock::ports(sk)?;
     let (laddr, raddr) = sock::addresses(sk, family)?;
     let (key, from) = FlowKey::of_socket(family, laddr, lport, raddr, rport);
-    let total = sock::total_retrans(sk)?;
+    // Looked up first: most retransmissions on a host are of flows not traced.
     let stats = flow::FLOWS.get_ptr_mut(key)?;
+    let total = sock::total_retrans(sk)?;
     // SAFETY: map value pointer, checked for null; `from` is 0 or 1. Only
     // this socket writes its direction's count, under its own lock.
     unsafe { (*stats).dir[from & 1].retransmits = total };
